@@ -1,0 +1,3 @@
+from sorter.cli import cli
+
+cli()

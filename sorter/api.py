@@ -1,0 +1,39 @@
+"""The Python API: the same three verbs as the command line.
+
+    import sorter
+    result = sorter.train("labelled/", name="daycare", epochs=30)
+    report = sorter.classify("Photos/", out="sorted/", model="runs/daycare")
+    metrics = sorter.evaluate("labelled-test/", model="runs/daycare")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sorter.bundle import Bundle
+from sorter.classify import ClassifyReport, classify_library
+from sorter.evaluate import evaluate_model
+from sorter.train import TrainResult, TrainSettings, train_model
+
+
+def train(data: str | Path, name: str = "photosort", runs_dir: str | Path = "runs", **settings: Any) -> TrainResult:
+    """Train on a labelImg folder; ``settings`` are :class:`sorter.train.TrainSettings` fields."""
+    return train_model(Path(data), name=name, runs_dir=Path(runs_dir), settings=TrainSettings(**settings))
+
+
+def _bundle(model: str | Path | Bundle | TrainResult) -> Bundle:
+    if isinstance(model, TrainResult):
+        return model.bundle
+    return model if isinstance(model, Bundle) else Bundle.load(model)
+
+
+def classify(library: str | Path, out: str | Path, model: str | Path | Bundle | TrainResult,
+             **options: Any) -> ClassifyReport:
+    """Copy each photo into ``out/<person>/`` for everyone recognised, unsure ones into ``out/uncertain/``."""
+    return classify_library(Path(library), Path(out), _bundle(model), **options)
+
+
+def evaluate(data: str | Path, model: str | Path | Bundle | TrainResult, **options: Any) -> dict[str, Any]:
+    """Box and photo-level metrics of ``model`` on a labelled folder."""
+    return evaluate_model(Path(data), _bundle(model), **options)

@@ -1,0 +1,256 @@
+"""The classify pipeline: scan -> decode -> detect -> recognise -> decide -> place.
+
+:func:`classify_library` is the whole job; the CLI is a thin layer over it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import hashlib
+import io
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sorter import place as placing
+from sorter.bundle import Bundle
+from sorter.decide import decide
+from sorter.decode import DecodeError, decode, sha256_file
+from sorter.detect import YoloDetector
+from sorter.index import Index
+from sorter.records import Decision, Face, Photo, Problem
+from sorter.scan import scan
+
+STATE_DIR = ".photosort"
+UNCERTAIN = "uncertain"
+EXIT_OK, EXIT_FAILED, EXIT_PROBLEMS, EXIT_INTERRUPTED = 0, 1, 3, 130
+
+
+class ClassifyError(Exception):
+    """The run could not start or could not go on (one-line message for the user)."""
+
+
+@dataclass
+class ClassifyReport:
+    out: Path
+    photos: int = 0
+    per_person: Counter = field(default_factory=Counter)
+    uncertain: int = 0
+    no_person: int = 0
+    reused: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    stage_seconds: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PROBLEMS if self.problems else EXIT_OK
+
+    def summary(self) -> str:
+        lines = [f"{self.photos} photos sorted into {self.out}" + (" (dry run: manifest only)" if self.dry_run
+                                                                   else "")]
+        for person, n in sorted(self.per_person.items()):
+            lines.append(f"  {person:<24} {n:>6}")
+        lines.append(f"  {'uncertain (review by hand)':<24} {self.uncertain:>6}")
+        lines.append(f"  {'no known person':<24} {self.no_person:>6}")
+        if self.problems:
+            lines.append(f"  {'unreadable / problems':<24} {len(self.problems):>6}")
+            lines.extend(f"    {p}" for p in self.problems[:50])
+            if len(self.problems) > 50:
+                lines.append(f"    ... and {len(self.problems) - 50} more (see manifest.csv)")
+        rate = self.photos / self.seconds if self.seconds else 0.0
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(self.stage_seconds.items()))
+        lines.append(f"{self.seconds:.1f}s ({rate:.1f} photos/s; {self.reused} reused from the index)"
+                     + (f"; {stages}" if stages else ""))
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _lock(state: Path) -> Iterator[None]:
+    state.mkdir(parents=True, exist_ok=True)
+    fh = open(state / "lock", "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise ClassifyError(f"another photosort classify is already writing to {state.parent}; "
+                            "wait for it to finish") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def model_key(bundle: Bundle) -> str:
+    """Identifies what produced stored faces: same weights + recogniser + image size = reusable."""
+    h = hashlib.sha256(repr((sorted(bundle.files.items()), bundle.imgsz)).encode())
+    return h.hexdigest()[:16]
+
+
+def classify_library(library: Path, out: Path, bundle: Bundle, threshold: float | None = None,
+                     band: float | None = None, dry_run: bool = False, device: str | None = None,
+                     batch: int = 4, progress: bool = True, log=None) -> ClassifyReport:
+    """Sort every photo under ``library`` into ``out/<person>/`` and ``out/uncertain/``."""
+    library, out = Path(library).absolute(), Path(out).absolute()
+    if not library.is_dir():
+        raise ClassifyError(f"{library}: no such folder")
+    if library == out or out in library.parents:
+        raise ClassifyError(f"{out}: the output folder cannot be the library or contain it")
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    accept, low = bundle.thresholds(threshold, band)
+    detector = YoloDetector(weights=bundle.weights_path, classes=bundle.classes, imgsz=bundle.imgsz,
+                            device=device, batch=batch)
+    from sorter.recognise import load_recogniser
+
+    recogniser = load_recogniser(bundle)
+    key = model_key(bundle)
+    report = ClassifyReport(out=out, dry_run=dry_run)
+    state = out / STATE_DIR
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock(state):
+        placing.clean_temp(out)
+        index = Index(Path(":memory:") if dry_run else state / "index.sqlite")
+        rows: list[list[str]] = []
+        try:
+            items = list(scan(library, skip=[out]))
+            photos = [p for p in items if isinstance(p, Photo)]
+            for p in items:
+                if isinstance(p, Problem):
+                    _problem(report, rows, p, log)
+            bar = _bar(len(photos), progress)
+            for chunk in _chunks(photos, max(1, batch)):
+                pending: list[tuple[Photo, str, object]] = []
+                for photo in chunk:
+                    rel = photo.rel.as_posix()
+                    hit = index.lookup(rel, photo.size, photo.mtime_ns, key)
+                    if hit is not None:
+                        report.reused += 1
+                        if hit["error"]:
+                            _problem(report, rows, Problem(photo.path, hit["error"]), log)
+                            continue
+                        _finish(report, rows, index, photo, hit["sha256"], hit["faces"], accept, low, key,
+                                dry_run, log)
+                        continue
+                    ts = time.perf_counter()
+                    try:
+                        sha = sha256_file(photo.path)
+                        cached = index.by_hash(sha, key)  # the same photo, renamed or moved
+                        decoded = None if cached is not None else decode(photo, max_side=max(bundle.imgsz, 640))
+                    except DecodeError as exc:
+                        report.stage_seconds["decode"] += time.perf_counter() - ts
+                        _problem(report, rows, Problem(photo.path, str(exc)), log)
+                        if not dry_run:
+                            index.store(rel, photo.size, photo.mtime_ns, None, key, None, str(exc), [])
+                        continue
+                    except OSError as exc:
+                        _problem(report, rows, Problem(photo.path, f"cannot read: {exc.strerror or exc}"), log)
+                        continue
+                    report.stage_seconds["decode"] += time.perf_counter() - ts
+                    pending.append((photo, sha, cached if cached is not None else decoded))
+                todo = [(i, d) for i, (_, _, d) in enumerate(pending) if not isinstance(d, list)]
+                found: dict[int, list[Face]] = {}
+                if todo:
+                    ts = time.perf_counter()
+                    for (i, _), faces in zip(todo, detector.detect([d for _, d in todo]), strict=True):
+                        found[i] = faces
+                    report.stage_seconds["detect"] += time.perf_counter() - ts
+                    if recogniser is not None:
+                        ts = time.perf_counter()
+                        for i, d in todo:
+                            found[i] = recogniser.recognise(d, found[i])
+                        report.stage_seconds["recognise"] += time.perf_counter() - ts
+                for i, (photo, sha, d) in enumerate(pending):
+                    faces = d if isinstance(d, list) else found[i]
+                    _finish(report, rows, index, photo, sha, faces, accept, low, key, dry_run, log)
+                bar.update(len(chunk))
+            bar.close()
+        except KeyboardInterrupt:
+            raise ClassifyError("interrupted; everything sorted so far is complete: run the same command "
+                                "again to resume") from None
+        except placing.DiskFullError as exc:
+            raise ClassifyError(f"{exc.strerror}; free some space and run the same command again to "
+                                "resume (finished photos are skipped)") from None
+        finally:
+            index.close()
+        _write_manifest(out / "manifest.csv", rows)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _finish(report: ClassifyReport, rows: list, index: Index, photo: Photo, sha: str, faces: list[Face],
+            accept: dict, low: dict, key: str, dry_run: bool, log) -> None:
+    decision = decide(photo, faces, accept, low)
+    old = [Path(p) for p in index.copies(photo.rel.as_posix())]
+    copies: list[Path] = []
+    ts = time.perf_counter()
+    if not dry_run:
+        try:
+            for folder in decision.folders:
+                copies.append(placing.copy_into(photo.path, report.out / folder, sha))
+        except placing.ChangedError:
+            _problem(report, rows, Problem(photo.path, "changed while being sorted; run again to sort it"), log)
+            return
+        except FileNotFoundError:
+            _problem(report, rows, Problem(photo.path, "vanished during the run"), log)
+            return
+        rel_copies = [str(c.relative_to(report.out)) for c in copies]
+        placing.remove_stale([report.out / p for p in old if str(p) not in rel_copies], report.out)
+        index.store(photo.rel.as_posix(), photo.size, photo.mtime_ns, sha, key, faces, None, rel_copies)
+    report.stage_seconds["place"] += time.perf_counter() - ts
+    report.photos += 1
+    for p in decision.accepted:
+        report.per_person[p] += 1
+    if decision.uncertain:
+        report.uncertain += 1
+    if not decision.accepted and not decision.uncertain:
+        report.no_person += 1
+    rows.append(_row(decision, sha, [str(c.relative_to(report.out)) for c in copies]))
+
+
+def _row(d: Decision, sha: str, copies: list[str]) -> list[str]:
+    status = "sorted" if d.accepted else ("uncertain" if d.uncertain else "no_person")
+    people = ";".join(f"{p}:{s:.3f}" for p, s in sorted(d.people.items(), key=lambda x: -x[1]))
+    return [str(d.photo.path), sha, status, people, ";".join(d.accepted), ";".join(d.uncertain),
+            ";".join(copies), str(len(d.faces)), d.reason]
+
+
+def _problem(report: ClassifyReport, rows: list, problem: Problem, log) -> None:
+    report.problems.append(problem)
+    log(f"skipped {problem}")
+    rows.append([str(problem.path), "", "error", "", "", "", "", "", problem.message])
+
+
+MANIFEST_HEADER = ["path", "sha256", "status", "people", "accepted", "uncertain", "copies", "faces", "reason"]
+
+
+def _write_manifest(path: Path, rows: list[list[str]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(MANIFEST_HEADER)
+    w.writerows(sorted(rows, key=lambda r: r[0]))
+    tmp = path.with_name(f".{path.name}.tmp")
+    # surrogateescape: non-UTF-8 file names (bytes from another OS) must not crash the manifest.
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        fh.write(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _chunks(seq: list, n: int) -> Iterator[list]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def _bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="photo", disable=not enabled, dynamic_ncols=True, smoothing=0.1,
+                file=sys.stderr)

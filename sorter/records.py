@@ -1,0 +1,114 @@
+"""The typed records that flow between pipeline stages.
+
+Coordinates are always pixels of the image *as displayed* (EXIF orientation applied),
+in ``xyxy`` order, unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class LabelBox:
+    """One labelled box: a class name and its corners in image pixels."""
+
+    name: str
+    xyxy: tuple[float, float, float, float]
+
+
+@dataclass
+class LabelledImage:
+    """A labelled photo: its image file, its label file (None for an unlabelled negative) and boxes."""
+
+    image: Path
+    label: Path | None
+    width: int
+    height: int
+    boxes: list[LabelBox]
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with one input file. ``str()`` gives the one-line message users see."""
+
+    path: Path
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else f"{self.path}"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class LabelledSet:
+    """A labelled folder after reading and validation."""
+
+    root: Path
+    classes: list[str]
+    images: list[LabelledImage]
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A library file found by the scan."""
+
+    path: Path  # absolute
+    rel: Path  # relative to the library root; used for predictable output names
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Decoded:
+    """A decoded photo, orientation applied, possibly reduced for speed."""
+
+    photo: Photo
+    rgb: object  # numpy uint8 HxWx3, RGB, displayed orientation
+    scale: float  # displayed-full-size pixels per decoded pixel (>= 1 when reduced)
+    full_wh: tuple[int, int]
+
+
+@dataclass
+class Face:
+    """One detected face, in full-size displayed coordinates.
+
+    ``scores`` maps each person to how sure we are this face is that person (0..1).
+    The detector fills it from its class scores; a recogniser may replace it.
+    """
+
+    xyxy: tuple[float, float, float, float]
+    det_score: float
+    scores: dict[str, float] = field(default_factory=dict)
+    masked: bool | None = None
+
+    @property
+    def best(self) -> tuple[str | None, float]:
+        if not self.scores:
+            return None, 0.0
+        name = max(self.scores, key=self.scores.__getitem__)
+        return name, self.scores[name]
+
+
+@dataclass
+class Decision:
+    """What to do with one photo."""
+
+    photo: Photo
+    faces: list[Face]
+    people: dict[str, float]  # person -> best score in this photo (after joint assignment)
+    accepted: list[str]  # persons whose folder receives a copy
+    uncertain: list[str]  # persons whose score fell in the review band
+    reason: str  # human-readable why-uncertain / no-person, empty when clear
+    error: str | None = None  # set when the photo could not be read
+
+    @property
+    def folders(self) -> list[str]:
+        out = list(self.accepted)
+        if self.uncertain:
+            out.append("uncertain")
+        return out
