@@ -107,7 +107,9 @@ def classify_library(library: Path, out: Path, bundle: Bundle, threshold: float 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     accept, low = bundle.thresholds(threshold, band)
     detector = YoloDetector(weights=bundle.weights_path, classes=bundle.classes, imgsz=bundle.imgsz,
-                            device=device, batch=batch)
+                            device=device, batch=batch,
+                            # keep every box that could reach the review band, however low it was set
+                            min_score=max(0.001, min([0.05, *low.values()])))
     from sorter.recognise import load_recogniser
 
     recogniser = load_recogniser(bundle)

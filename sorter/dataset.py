@@ -27,9 +27,12 @@ def split(ls: LabelledSet, val_fraction: float = 0.2, seed: int = 0) -> dict[Pat
     Byte-identical photos (same sha256) always land on the same side, so a duplicate cannot leak
     from train into val. Val gets at least one photo when there are two distinct ones; classes are
     then given a val photo where that leaves the class at least one training photo.
+    ``val_fraction=1.0`` puts everything in val (for evaluation).
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if not 0.0 <= val_fraction <= 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+    if val_fraction == 1.0:  # evaluation: every photo is scored, nothing trains
+        return {im.image: "val" for im in ls.images}
     groups: dict[str, list[LabelledImage]] = {}
     for im in ls.images:
         groups.setdefault(im.sha256, []).append(im)
@@ -131,7 +134,9 @@ def build_yolo_dataset(ls: LabelledSet, out: Path, val_fraction: float = 0.2, se
     yaml_path = out / "data.yaml"
     yaml_path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     manifest = {"seed": seed, "val_fraction": val_fraction, "classes": list(ls.classes), "images": records}
-    (out / "split.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "split.json").write_text(
+        json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     return yaml_path
 
 

@@ -323,7 +323,9 @@ class _Reader:
             self.problem(b.path, b.message + (note if b.skipped else ""), b.line)
 
         self.problems.sort(key=lambda p: (str(p.path), p.line or 0, p.message))
-        return LabelledSet(root=self.root, classes=self.final_classes(), images=images, problems=self.problems)
+        return LabelledSet(
+            root=self.root, classes=self.final_classes(), images=images, problems=self.problems
+        )
 
     def match_createml(
         self,
