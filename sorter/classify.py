@@ -27,7 +27,10 @@ from sorter.index import Index
 from sorter.records import Decision, Face, Photo, Problem
 from sorter.scan import scan
 
-STATE_DIR = ".photosort"
+# State lives in hidden files at the top of the output folder (not in a sub-folder, which would
+# look like a person's folder to anyone listing it).
+LOCK_FILE = ".photosort.lock"
+INDEX_FILE = ".photosort-index.sqlite"
 UNCERTAIN = "uncertain"
 EXIT_OK, EXIT_FAILED, EXIT_PROBLEMS, EXIT_INTERRUPTED = 0, 1, 3, 130
 
@@ -73,14 +76,13 @@ class ClassifyReport:
 
 
 @contextlib.contextmanager
-def _lock(state: Path) -> Iterator[None]:
-    state.mkdir(parents=True, exist_ok=True)
-    fh = open(state / "lock", "w")
+def _lock(out: Path) -> Iterator[None]:
+    fh = open(out / LOCK_FILE, "w")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.close()
-        raise ClassifyError(f"another photosort classify is already writing to {state.parent}; "
+        raise ClassifyError(f"another photosort classify is already writing to {out}; "
                             "wait for it to finish") from None
     try:
         yield
@@ -115,12 +117,11 @@ def classify_library(library: Path, out: Path, bundle: Bundle, threshold: float 
     recogniser = load_recogniser(bundle)
     key = model_key(bundle)
     report = ClassifyReport(out=out, dry_run=dry_run)
-    state = out / STATE_DIR
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    with _lock(state):
+    with _lock(out):
         placing.clean_temp(out)
-        index = Index(Path(":memory:") if dry_run else state / "index.sqlite")
+        index = Index(Path(":memory:") if dry_run else out / INDEX_FILE)
         rows: list[list[str]] = []
         try:
             items = list(scan(library, skip=[out]))

@@ -1,0 +1,101 @@
+"""Shared fixtures. Real components only: real training, real files, real SQLite, real wandb offline."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SAMPLE = ROOT / "datasets" / "face-mask-sample"
+sys.path.insert(0, str(Path(__file__).parent))  # for `import synth`
+
+# Keep ultralytics/wandb state out of the user's home and off the network, before anything imports them.
+os.environ.setdefault("PHOTOSORT_HOME", tempfile.mkdtemp(prefix="photosort-test-home-"))
+os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def pytest_collection_modifyitems(config, items):
+    if SHARED.is_dir() and (SHARED / "bench" / "make_library.py").is_file():
+        return
+    skip = pytest.mark.skip(reason=f"needs ../shared (data and bench tools), not present at {SHARED}")
+    for item in items:
+        if "shared" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def synth_model(tmp_path_factory):
+    """A detector trained for real on synthetic discs; good enough to place copies in class folders."""
+    import synth
+
+    import sorter
+
+    base = tmp_path_factory.mktemp("synth")
+    data = synth.make_labelled(base / "labelled", 64)
+    result = sorter.train(data, name="synth", runs_dir=base / "runs", epochs=25, imgsz=192, batch=16,
+                          wandb="offline", extra=dict(warmup_epochs=0, optimizer="AdamW", lr0=0.005,
+                                                      mosaic=0.0, close_mosaic=0))
+    return result
+
+
+def tree_digest(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """relative path -> sha256 of every file under root (for 'originals unchanged' checks)."""
+    from sorter.decode import sha256_file
+
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if rel.parts and rel.parts[0] in skip:
+            continue
+        if p.is_file() and not p.is_symlink():
+            out[rel.as_posix()] = sha256_file(p)
+    return out
+
+
+@pytest.fixture(scope="session")
+def robust_model(tmp_path_factory):
+    """One small real model for the robustness/crash tests: it detects little, which is fine there."""
+    import synth
+
+    import sorter
+
+    base = tmp_path_factory.mktemp("robust")
+    data = synth.make_labelled(base / "labelled", 24)
+    return sorter.train(data, name="robust", runs_dir=base / "runs", epochs=2, imgsz=160, wandb="off", batch=8)
+
+
+def library_state(root: Path) -> dict[str, tuple]:
+    """Everything about the files under root that classify must never change: bytes, mode, mtime, links.
+
+    Works on non-UTF-8 names, unreadable files (stat only) and symlinks (their target, not followed).
+    """
+    import hashlib
+
+    out: dict[str, tuple] = {}
+    for folder, dirs, files in os.walk(os.fsencode(root)):
+        for name in dirs + files:
+            p = os.path.join(folder, name)
+            rel = os.path.relpath(p, os.fsencode(root))
+            st = os.lstat(p)
+            if os.path.islink(p):
+                out[os.fsdecode(rel)] = ("link", os.readlink(p))
+            elif os.path.isdir(p):
+                out[os.fsdecode(rel)] = ("dir", st.st_mode)
+            else:
+                try:
+                    with open(p, "rb") as fh:
+                        digest = hashlib.sha256(fh.read()).hexdigest()
+                except PermissionError:
+                    digest = "unreadable"
+                out[os.fsdecode(rel)] = ("file", digest, st.st_size, st.st_mode, st.st_mtime_ns)
+    return out

@@ -1,0 +1,246 @@
+"""train -> classify -> evaluate through the real CLI and API, on data the tests make."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import synth
+from click.testing import CliRunner
+from conftest import tree_digest
+
+from sorter.bundle import Bundle, BundleError
+from sorter.cli import cli
+from sorter.decide import assign, decide
+from sorter.records import Face, Photo
+
+LOW = ["--threshold", "0.01", "--band", "0.005"]  # the tiny test model is unsure of everything
+
+
+def run(*args: str, code: int | tuple = 0):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    codes = code if isinstance(code, tuple) else (code,)
+    assert result.exit_code in codes, result.output
+    return result
+
+
+def manifest(out: Path) -> list[dict]:
+    with open(out / "manifest.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_train_writes_a_complete_bundle(synth_model):
+    run_dir = synth_model.run_dir
+    bundle = Bundle.load(run_dir)
+    assert bundle.classes == ["ava", "ben"]
+    assert bundle.weights_path.is_file() and bundle.files["weights/best.pt"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    box = metrics["detector"]
+    for key in ("precision", "recall", "mAP50", "mAP50-95"):
+        assert 0.0 <= box[key] <= 1.0
+    # 25 epochs on discs: the detector has really learnt something
+    assert box["mAP50"] > 0.2
+    assert set(box["per_class"]) == {"ava", "ben"}
+    assert set(metrics["photo"]["per_person"]) == {"ava", "ben"}
+    assert bundle.settings["epochs"] == 25 and bundle.settings["train_photos"] + bundle.settings["val_photos"] == 64
+
+
+def test_train_logs_metrics_to_an_offline_wandb_run(synth_model):
+    runs = list((synth_model.run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "offline by default, inside the run folder"
+    blob = next(runs[0].glob("*.wandb")).read_bytes()
+    for key in (b"metrics/precision", b"metrics/recall", b"metrics/mAP50", b"metrics/mAP50-95",
+                b"train/box_loss", b"val/per_person", b"val/photo_precision"):
+        assert key in blob, key
+    assert not list(runs[0].rglob("*.png")) and not list(runs[0].rglob("*.jpg")), "no images without --wandb-images"
+    assert "wandb sync" in (synth_model.wandb or "")
+
+
+def test_classify_sorts_copies_and_never_touches_originals(synth_model, tmp_path):
+    lib = tmp_path / "lib"
+    synth.make_library(lib, 16)
+    before = tree_digest(lib)
+    out = tmp_path / "sorted"
+    res = run("classify", lib, "--out", out, "--model", synth_model.run_dir, "-q", *LOW)
+    assert "16 photos sorted" in res.output
+    assert tree_digest(lib) == before
+    rows = manifest(out)
+    assert sorted(Path(r["path"]).relative_to(lib).as_posix() for r in rows) == sorted(before)
+    copies = [p for p in out.rglob("*.jpg") ]
+    assert copies, "the tiny model placed nothing"
+    by_hash = {h: lib / rel for rel, h in before.items()}
+    for c in copies:
+        from sorter.decode import sha256_file
+
+        src = by_hash[sha256_file(c)]  # byte-identical to an original
+        assert c.stat().st_mtime_ns == src.stat().st_mtime_ns
+        assert c.parent.name in {"ava", "ben", "uncertain"}
+    for r in rows:
+        for rel in filter(None, r["copies"].split(";")):
+            assert (out / rel).is_file()
+    assert not [p for p in out.rglob(".photosort-tmp-*")]
+
+    again = run("classify", lib, "--out", out, "--model", synth_model.run_dir, "-q", *LOW)
+    assert "16 reused from the index" in again.output
+    assert manifest(out) == rows
+
+
+def test_reclassify_with_new_threshold_moves_copies(synth_model, tmp_path):
+    lib = tmp_path / "lib"
+    synth.make_library(lib, 8)
+    out = tmp_path / "sorted"
+    run("classify", lib, "--out", out, "--model", synth_model.run_dir, "-q", *LOW)
+    assert [p for p in out.rglob("*.jpg") ]
+    run("classify", lib, "--out", out, "--model", synth_model.run_dir, "-q", "--threshold", "1.01", "--band", "0")
+    assert not [p for p in out.rglob("*.jpg") ], "stale copies removed"
+    assert all(r["status"] == "no_person" for r in manifest(out))
+
+
+def test_same_name_in_two_folders_keeps_both(synth_model, tmp_path):
+    lib = tmp_path / "lib"
+    synth.make_library(lib, 6)
+    a = lib / "month0" / "IMG_0000.jpg"
+    (lib / "other").mkdir()
+    shutil.copyfile(lib / "month1" / "IMG_0001.jpg", lib / "other" / "IMG_0000.jpg")  # same name, other photo
+    shutil.copyfile(a, lib / "month2" / "IMG_0000.jpg")
+    out = tmp_path / "sorted"
+    run("classify", lib, "--out", out, "--model", synth_model.run_dir, "-q", "--threshold", "0", "--band", "0")
+    # threshold 0: every photo with any face goes to that face's folder; count names per folder
+    for folder in (p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        names = sorted(p.name for p in folder.iterdir())
+        assert len(names) == len(set(names))
+    assert len(manifest(out)) == 8
+
+
+def test_output_inside_library_is_never_read_back(synth_model, tmp_path):
+    lib = tmp_path / "lib"
+    synth.make_library(lib, 6)
+    out = lib / "sorted"
+    run("classify", lib, "--out", out, "--model", synth_model.run_dir, "-q", *LOW)
+    run("classify", lib, "--out", out, "--model", synth_model.run_dir, "-q", *LOW)
+    rows = manifest(out)
+    assert len(rows) == 6 and not any("/sorted/" in r["path"] for r in rows)
+
+
+def test_dry_run_writes_only_the_manifest(synth_model, tmp_path):
+    lib = tmp_path / "lib"
+    synth.make_library(lib, 6)
+    out = tmp_path / "sorted"
+    res = run("classify", lib, "--out", out, "--model", synth_model.run_dir, "-q", "--dry-run", *LOW)
+    assert "dry run" in res.output
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert [f for f in files if not f.startswith(".photosort")] == ["manifest.csv"]
+    assert len(manifest(out)) == 6
+
+
+def test_evaluate_reports_box_and_photo_metrics(synth_model, tmp_path):
+    data = synth.make_labelled(tmp_path / "test", 10, seed=7)
+    res = run("evaluate", data, "--model", synth_model.run_dir, "--json", "--wandb", "off")
+    metrics = json.loads(res.output[res.output.index("{"):])
+    assert metrics["val_photos"] == 10
+    for key in ("precision", "recall", "mAP50", "mAP50-95"):
+        assert 0.0 <= metrics["detector"][key] <= 1.0
+    assert set(metrics["photo"]["per_person"]) == {"ava", "ben"}
+    text = run("evaluate", data, "--model", synth_model.run_dir, "--wandb", "off").output
+    assert "mAP50-95" in text and "photo P" in text
+
+
+def test_tampered_model_is_refused(synth_model, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(synth_model.run_dir, copy, ignore=shutil.ignore_patterns("dataset", "detector", "wandb"))
+    with open(copy / "weights" / "best.pt", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(BundleError, match="checksum"):
+        Bundle.load(copy)
+    lib = tmp_path / "lib"
+    synth.make_library(lib, 2)
+    res = CliRunner().invoke(cli, ["classify", str(lib), "--out", str(tmp_path / "o"), "--model", str(copy)])
+    assert res.exit_code == 1 and "checksum does not match" in res.output
+
+
+def test_missing_model_is_a_one_line_error(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    res = CliRunner().invoke(cli, ["classify", str(lib), "--out", str(tmp_path / "o"), "--model", str(tmp_path)])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines() == [f"Error: {tmp_path}: not a photosort model (no bundle.json); "
+                                               "run 'photosort train' first"]
+
+
+def test_train_without_labels_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(cli, ["train", str(tmp_path / "empty"), "--runs", str(tmp_path / "runs")])
+    assert res.exit_code == 1 and "no labelled boxes found" in res.output
+
+
+@pytest.mark.parametrize("command", ["train", "classify", "evaluate"])
+def test_every_command_explains_itself(command):
+    res = run(command, "--help")
+    assert "Usage: " in res.output and len(res.output.splitlines()) > 8
+
+
+P = Photo(path=Path("x.jpg"), rel=Path("x.jpg"), size=1, mtime_ns=0)
+
+
+@pytest.mark.parametrize(
+    ("faces", "expected"),
+    [
+        ([], {}),
+        ([{"ava": 0.9}], {"ava": 0.9}),
+        # two faces both look like ava: only one can be; the other counts as its runner-up
+        ([{"ava": 0.9, "ben": 0.6}, {"ava": 0.8, "ben": 0.1}], {"ava": 0.8, "ben": 0.6}),
+        ([{"ava": 0.9}, {"ava": 0.7}], {"ava": 0.9}),
+    ],
+)
+def test_assign_is_one_face_per_person(faces, expected):
+    got = assign([Face(xyxy=(0, 0, 1, 1), det_score=1, scores=s) for s in faces])
+    assert got == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("scores", "accepted", "uncertain", "reason"),
+    [
+        ({"ava": 0.9}, ["ava"], [], ""),
+        ({"ava": 0.4, "ben": 0.2}, [], ["ava"], "ava 0.40 < 0.50, runner-up ben 0.20"),
+        ({"ava": 0.1}, [], [], "no known person"),
+    ],
+)
+def test_decide_bands(scores, accepted, uncertain, reason):
+    d = decide(P, [Face(xyxy=(0, 0, 1, 1), det_score=1, scores=scores)], {"ava": 0.5, "ben": 0.5},
+               {"ava": 0.25, "ben": 0.25})
+    assert (d.accepted, d.uncertain, d.reason) == (accepted, uncertain, reason)
+
+
+def test_no_faces_is_an_explicit_result():
+    d = decide(P, [], {"ava": 0.5}, {"ava": 0.25})
+    assert d.accepted == [] and d.reason == "no face found"
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_end_to_end_on_a_daycare_library(shared, tmp_path):
+    """make_library.py -> train -> classify through the CLI -> eval_sort.py."""
+    import subprocess
+    import sys
+
+    lib = tmp_path / "daycare"
+    subprocess.run([sys.executable, shared / "bench" / "make_library.py", "--lfw", shared / "data" / "lfw",
+                    "--out", lib, "--seed", "3", "--labelled", "40", "--library", "40", "--people", "3",
+                    "--size", "640x480", "--jobs", "2"], check=True, capture_output=True)
+    before = tree_digest(lib / "library")
+    run("train", lib / "labelled", "--name", "e2e", "--runs", tmp_path / "runs", "--epochs", "2", "--imgsz",
+        "320", "--wandb", "off")
+    out = tmp_path / "sorted"
+    run("classify", lib / "library", "--out", out, "--model", tmp_path / "runs" / "e2e", "-q", *LOW, code=(0, 3))
+    assert tree_digest(lib / "library") == before
+    score = json.loads(subprocess.run(
+        [sys.executable, shared / "bench" / "eval_sort.py", "--truth", lib / "truth.csv", "--library",
+         lib / "library", "--sorted", out], check=True, capture_output=True, text=True).stdout)
+    assert score["altered"] == 0 and score["foreign"] == 0
+    rows = manifest(out)
+    assert len(rows) == 40 and all(r["status"] in ("sorted", "uncertain", "no_person") for r in rows)
+    assert all(os.path.isfile(out / c) for r in rows for c in filter(None, r["copies"].split(";")))
