@@ -43,43 +43,103 @@ def main() -> None:
     photosort = [sys.executable, "-m", "sorter"]
     lib = args.work / f"daycare-s{args.seed}-{args.labelled}-{args.library}"
     if not (lib / "truth.csv").is_file():
-        sh(sys.executable, SHARED / "bench" / "make_library.py", "--lfw", SHARED / "data" / "lfw", "--out", lib,
-           "--seed", args.seed, "--labelled", args.labelled, "--library", args.library, "--jobs", "2",
-           stdout=subprocess.DEVNULL)
+        sh(
+            sys.executable,
+            SHARED / "bench" / "make_library.py",
+            "--lfw",
+            SHARED / "data" / "lfw",
+            "--out",
+            lib,
+            "--seed",
+            args.seed,
+            "--labelled",
+            args.labelled,
+            "--library",
+            args.library,
+            "--jobs",
+            "2",
+            stdout=subprocess.DEVNULL,
+        )
     runs, sorted_dir = args.work / "runs", args.work / "sorted"
     sh("rm", "-rf", sorted_dir)
 
     t = time.perf_counter()
-    sh(*photosort, "train", lib / "labelled", "--name", "e2e", "--runs", runs, "--epochs", args.epochs,
-       "--imgsz", args.imgsz, "--seed", args.seed, "--wandb", "off", *args.train_args.split())
+    sh(
+        *photosort,
+        "train",
+        lib / "labelled",
+        "--name",
+        "e2e",
+        "--runs",
+        runs,
+        "--epochs",
+        args.epochs,
+        "--imgsz",
+        args.imgsz,
+        "--seed",
+        args.seed,
+        "--wandb",
+        "off",
+        *args.train_args.split(),
+    )
     train_s = time.perf_counter() - t
 
     t = time.perf_counter()
-    r = subprocess.run([*photosort, "classify", lib / "library", "--out", sorted_dir, "--model", runs / "e2e", "-q"])
+    r = subprocess.run(
+        [*photosort, "classify", lib / "library", "--out", sorted_dir, "--model", runs / "e2e", "-q"]
+    )
     classify_s = time.perf_counter() - t
     if r.returncode not in (0, 3):
         raise SystemExit(f"classify failed ({r.returncode})")
-    score = json.loads(sh(sys.executable, SHARED / "bench" / "eval_sort.py", "--truth", lib / "truth.csv",
-                          "--library", lib / "library", "--sorted", sorted_dir, capture_output=True,
-                          text=True).stdout)
+    score = json.loads(
+        sh(
+            sys.executable,
+            SHARED / "bench" / "eval_sort.py",
+            "--truth",
+            lib / "truth.csv",
+            "--library",
+            lib / "library",
+            "--sorted",
+            sorted_dir,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     metrics = json.loads((runs / "e2e" / "metrics.json").read_text())
     result = {
         "library": {"seed": args.seed, "labelled": args.labelled, "photos": args.library},
-        "train": {"epochs": args.epochs, "imgsz": args.imgsz, "seconds": round(train_s, 1),
-                  "val_mAP50": metrics["detector"]["mAP50"], "val_mAP50-95": metrics["detector"]["mAP50-95"]},
+        "train": {
+            "epochs": args.epochs,
+            "imgsz": args.imgsz,
+            "seconds": round(train_s, 1),
+            "val_mAP50": metrics["detector"]["mAP50"],
+            "val_mAP50-95": metrics["detector"]["mAP50-95"],
+        },
         "classify": {"seconds": round(classify_s, 1), "photos_per_s": round(args.library / classify_s, 2)},
-        "precision": score["precision"], "recall": score["recall"], "f1": score["f1"],
-        "uncertain": score["uncertain"], "lost": score["lost"], "altered": score["altered"],
-        "foreign": score["foreign"], "per_person": score["per_person"],
+        "precision": score["precision"],
+        "recall": score["recall"],
+        "f1": score["f1"],
+        "uncertain": score["uncertain"],
+        "lost": score["lost"],
+        "altered": score["altered"],
+        "foreign": score["foreign"],
+        "per_person": score["per_person"],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\n{'metric':<22}{'value':>10}")
-    for k, v in [("precision", result["precision"]), ("recall", result["recall"]), ("f1", result["f1"]),
-                 ("uncertain photos", result["uncertain"]), ("lost appearances", result["lost"]),
-                 ("altered originals", result["altered"]), ("train seconds", result["train"]["seconds"]),
-                 ("val mAP50", result["train"]["val_mAP50"]), ("classify photos/s", result["classify"]["photos_per_s"])]:
+    for k, v in [
+        ("precision", result["precision"]),
+        ("recall", result["recall"]),
+        ("f1", result["f1"]),
+        ("uncertain photos", result["uncertain"]),
+        ("lost appearances", result["lost"]),
+        ("altered originals", result["altered"]),
+        ("train seconds", result["train"]["seconds"]),
+        ("val mAP50", result["train"]["val_mAP50"]),
+        ("classify photos/s", result["classify"]["photos_per_s"]),
+    ]:
         print(f"{k:<22}{v:>10}")
     print(f"\nwrote {args.out}")
 

@@ -43,7 +43,10 @@ def pick(numbers: list[int], n: int) -> list[int]:
 
 def main() -> None:
     nums = sorted(int(re.findall(r"\d+", p.stem)[0]) for p in (SRC / "images").glob("*.png"))
-    sides = {"train": pick([k for k in nums if k % 8], N_TRAIN), "test": pick([k for k in nums if k % 8 == 0], N_TEST)}
+    sides = {
+        "train": pick([k for k in nums if k % 8], N_TRAIN),
+        "test": pick([k for k in nums if k % 8 == 0], N_TEST),
+    }
     for side, chosen in sides.items():
         folder = OUT / side
         folder.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,9 @@ COMMANDS = [[], ["train"], ["classify"], ["evaluate"]]
 
 
 def render() -> str:
-    parts = ["# Command reference\n\nGenerated from `--help` by `docs/make_cli_md.py`; do not edit by hand.\n"]
+    parts = [
+        "# Command reference\n\nGenerated from `--help` by `docs/make_cli_md.py`; do not edit by hand.\n"
+    ]
     for cmd in COMMANDS:
         text = CliRunner().invoke(cli, [*cmd, "--help"], prog_name="photosort", terminal_width=100).output
         parts.append(f"## photosort {' '.join(cmd)}".rstrip() + f"\n\n```\n{text.rstrip()}\n```\n")

@@ -1,9 +1,9 @@
 """The Python API: the same three verbs as the command line.
 
-    import sorter
-    result = sorter.train("labelled/", name="daycare", epochs=30)
-    report = sorter.classify("Photos/", out="sorted/", model="runs/daycare")
-    metrics = sorter.evaluate("labelled-test/", model="runs/daycare")
+import sorter
+result = sorter.train("labelled/", name="daycare", epochs=30)
+report = sorter.classify("Photos/", out="sorted/", model="runs/daycare")
+metrics = sorter.evaluate("labelled-test/", model="runs/daycare")
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from sorter.evaluate import evaluate_model
 from sorter.train import TrainResult, TrainSettings, train_model
 
 
-def train(data: str | Path, name: str = "photosort", runs_dir: str | Path = "runs", **settings: Any) -> TrainResult:
+def train(
+    data: str | Path, name: str = "photosort", runs_dir: str | Path = "runs", **settings: Any
+) -> TrainResult:
     """Train on a labelImg folder; ``settings`` are :class:`sorter.train.TrainSettings` fields."""
     return train_model(Path(data), name=name, runs_dir=Path(runs_dir), settings=TrainSettings(**settings))
 
@@ -28,8 +30,9 @@ def _bundle(model: str | Path | Bundle | TrainResult) -> Bundle:
     return model if isinstance(model, Bundle) else Bundle.load(model)
 
 
-def classify(library: str | Path, out: str | Path, model: str | Path | Bundle | TrainResult,
-             **options: Any) -> ClassifyReport:
+def classify(
+    library: str | Path, out: str | Path, model: str | Path | Bundle | TrainResult, **options: Any
+) -> ClassifyReport:
     """Copy each photo into ``out/<person>/`` for everyone recognised, unsure ones into ``out/uncertain/``."""
     return classify_library(Path(library), Path(out), _bundle(model), **options)
 

@@ -52,8 +52,11 @@ class Bundle:
         for c in self.classes:
             t = threshold if threshold is not None else self.per_class_threshold.get(c, self.threshold)
             accept[c] = t
-            low[c] = max(0.0, t - band) if threshold is not None or c not in self.per_class_low \
+            low[c] = (
+                max(0.0, t - band)
+                if threshold is not None or c not in self.per_class_low
                 else self.per_class_low[c]
+            )
         return accept, low
 
     def save(self) -> None:
@@ -69,7 +72,9 @@ class Bundle:
         path = Path(path)
         meta = path / BUNDLE_FILE
         if not meta.is_file():
-            raise BundleError(f"{path}: not a photosort model (no {BUNDLE_FILE}); run 'photosort train' first")
+            raise BundleError(
+                f"{path}: not a photosort model (no {BUNDLE_FILE}); run 'photosort train' first"
+            )
         try:
             data = json.loads(meta.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -88,8 +93,10 @@ class Bundle:
             if not f.is_file():
                 raise BundleError(f"{f}: missing from the model folder")
             if sha256_file(f) != digest:
-                raise BundleError(f"{f}: checksum does not match bundle.json; the model was altered or "
-                                  "damaged; refusing to load it (retrain, or restore the folder)")
+                raise BundleError(
+                    f"{f}: checksum does not match bundle.json; the model was altered or "
+                    "damaged; refusing to load it (retrain, or restore the folder)"
+                )
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

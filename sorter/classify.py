@@ -57,8 +57,10 @@ class ClassifyReport:
         return EXIT_PROBLEMS if self.problems else EXIT_OK
 
     def summary(self) -> str:
-        lines = [f"{self.photos} photos sorted into {self.out}" + (" (dry run: manifest only)" if self.dry_run
-                                                                   else "")]
+        lines = [
+            f"{self.photos} photos sorted into {self.out}"
+            + (" (dry run: manifest only)" if self.dry_run else "")
+        ]
         for person, n in sorted(self.per_person.items()):
             lines.append(f"  {person:<24} {n:>6}")
         lines.append(f"  {'uncertain (review by hand)':<24} {self.uncertain:>6}")
@@ -70,25 +72,24 @@ class ClassifyReport:
                 lines.append(f"    ... and {len(self.problems) - 50} more (see manifest.csv)")
         rate = self.photos / self.seconds if self.seconds else 0.0
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(self.stage_seconds.items()))
-        lines.append(f"{self.seconds:.1f}s ({rate:.1f} photos/s; {self.reused} reused from the index)"
-                     + (f"; {stages}" if stages else ""))
+        lines.append(
+            f"{self.seconds:.1f}s ({rate:.1f} photos/s; {self.reused} reused from the index)"
+            + (f"; {stages}" if stages else "")
+        )
         return "\n".join(lines)
 
 
 @contextlib.contextmanager
 def _lock(out: Path) -> Iterator[None]:
-    fh = open(out / LOCK_FILE, "w")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise ClassifyError(f"another photosort classify is already writing to {out}; "
-                            "wait for it to finish") from None
-    try:
+    # flock is released by the kernel when the process dies, so a killed run never leaves a stale lock.
+    with open(out / LOCK_FILE, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ClassifyError(
+                f"another photosort classify is already writing to {out}; wait for it to finish"
+            ) from None
         yield
-    finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
 
 
 def model_key(bundle: Bundle) -> str:
@@ -97,9 +98,18 @@ def model_key(bundle: Bundle) -> str:
     return h.hexdigest()[:16]
 
 
-def classify_library(library: Path, out: Path, bundle: Bundle, threshold: float | None = None,
-                     band: float | None = None, dry_run: bool = False, device: str | None = None,
-                     batch: int = 4, progress: bool = True, log=None) -> ClassifyReport:
+def classify_library(
+    library: Path,
+    out: Path,
+    bundle: Bundle,
+    threshold: float | None = None,
+    band: float | None = None,
+    dry_run: bool = False,
+    device: str | None = None,
+    batch: int = 4,
+    progress: bool = True,
+    log=None,
+) -> ClassifyReport:
     """Sort every photo under ``library`` into ``out/<person>/`` and ``out/uncertain/``."""
     library, out = Path(library).absolute(), Path(out).absolute()
     if not library.is_dir():
@@ -108,10 +118,15 @@ def classify_library(library: Path, out: Path, bundle: Bundle, threshold: float 
         raise ClassifyError(f"{out}: the output folder cannot be the library or contain it")
     log = log or (lambda msg: print(msg, file=sys.stderr))
     accept, low = bundle.thresholds(threshold, band)
-    detector = YoloDetector(weights=bundle.weights_path, classes=bundle.classes, imgsz=bundle.imgsz,
-                            device=device, batch=batch,
-                            # keep every box that could reach the review band, however low it was set
-                            min_score=max(0.001, min([0.05, *low.values()])))
+    detector = YoloDetector(
+        weights=bundle.weights_path,
+        classes=bundle.classes,
+        imgsz=bundle.imgsz,
+        device=device,
+        batch=batch,
+        # keep every box that could reach the review band, however low it was set
+        min_score=max(0.001, min([0.05, *low.values()])),
+    )
     from sorter.recognise import load_recogniser
 
     recogniser = load_recogniser(bundle)
@@ -140,14 +155,27 @@ def classify_library(library: Path, out: Path, bundle: Bundle, threshold: float 
                         if hit["error"]:
                             _problem(report, rows, Problem(photo.path, hit["error"]), log)
                             continue
-                        _finish(report, rows, index, photo, hit["sha256"], hit["faces"], accept, low, key,
-                                dry_run, log)
+                        _finish(
+                            report,
+                            rows,
+                            index,
+                            photo,
+                            hit["sha256"],
+                            hit["faces"],
+                            accept,
+                            low,
+                            key,
+                            dry_run,
+                            log,
+                        )
                         continue
                     ts = time.perf_counter()
                     try:
                         sha = sha256_file(photo.path)
                         cached = index.by_hash(sha, key)  # the same photo, renamed or moved
-                        decoded = None if cached is not None else decode(photo, max_side=max(bundle.imgsz, 640))
+                        decoded = (
+                            None if cached is not None else decode(photo, max_side=max(bundle.imgsz, 640))
+                        )
                     except DecodeError as exc:
                         report.stage_seconds["decode"] += time.perf_counter() - ts
                         _problem(report, rows, Problem(photo.path, str(exc)), log)
@@ -155,7 +183,9 @@ def classify_library(library: Path, out: Path, bundle: Bundle, threshold: float 
                             index.store(rel, photo.size, photo.mtime_ns, None, key, None, str(exc), [])
                         continue
                     except OSError as exc:
-                        _problem(report, rows, Problem(photo.path, f"cannot read: {exc.strerror or exc}"), log)
+                        _problem(
+                            report, rows, Problem(photo.path, f"cannot read: {exc.strerror or exc}"), log
+                        )
                         continue
                     report.stage_seconds["decode"] += time.perf_counter() - ts
                     pending.append((photo, sha, cached if cached is not None else decoded))
@@ -177,11 +207,14 @@ def classify_library(library: Path, out: Path, bundle: Bundle, threshold: float 
                 bar.update(len(chunk))
             bar.close()
         except KeyboardInterrupt:
-            raise ClassifyError("interrupted; everything sorted so far is complete: run the same command "
-                                "again to resume") from None
+            raise ClassifyError(
+                "interrupted; everything sorted so far is complete: run the same command again to resume"
+            ) from None
         except placing.DiskFullError as exc:
-            raise ClassifyError(f"{exc.strerror}; free some space and run the same command again to "
-                                "resume (finished photos are skipped)") from None
+            raise ClassifyError(
+                f"{exc.strerror}; free some space and run the same command again to "
+                "resume (finished photos are skipped)"
+            ) from None
         finally:
             index.close()
         _write_manifest(out / "manifest.csv", rows)
@@ -189,8 +222,19 @@ def classify_library(library: Path, out: Path, bundle: Bundle, threshold: float 
     return report
 
 
-def _finish(report: ClassifyReport, rows: list, index: Index, photo: Photo, sha: str, faces: list[Face],
-            accept: dict, low: dict, key: str, dry_run: bool, log) -> None:
+def _finish(
+    report: ClassifyReport,
+    rows: list,
+    index: Index,
+    photo: Photo,
+    sha: str,
+    faces: list[Face],
+    accept: dict,
+    low: dict,
+    key: str,
+    dry_run: bool,
+    log,
+) -> None:
     decision = decide(photo, faces, accept, low)
     old = [Path(p) for p in index.copies(photo.rel.as_posix())]
     copies: list[Path] = []
@@ -200,7 +244,9 @@ def _finish(report: ClassifyReport, rows: list, index: Index, photo: Photo, sha:
             for folder in decision.folders:
                 copies.append(placing.copy_into(photo.path, report.out / folder, sha))
         except placing.ChangedError:
-            _problem(report, rows, Problem(photo.path, "changed while being sorted; run again to sort it"), log)
+            _problem(
+                report, rows, Problem(photo.path, "changed while being sorted; run again to sort it"), log
+            )
             return
         except FileNotFoundError:
             _problem(report, rows, Problem(photo.path, "vanished during the run"), log)
@@ -222,8 +268,17 @@ def _finish(report: ClassifyReport, rows: list, index: Index, photo: Photo, sha:
 def _row(d: Decision, sha: str, copies: list[str]) -> list[str]:
     status = "sorted" if d.accepted else ("uncertain" if d.uncertain else "no_person")
     people = ";".join(f"{p}:{s:.3f}" for p, s in sorted(d.people.items(), key=lambda x: -x[1]))
-    return [str(d.photo.path), sha, status, people, ";".join(d.accepted), ";".join(d.uncertain),
-            ";".join(copies), str(len(d.faces)), d.reason]
+    return [
+        str(d.photo.path),
+        sha,
+        status,
+        people,
+        ";".join(d.accepted),
+        ";".join(d.uncertain),
+        ";".join(copies),
+        str(len(d.faces)),
+        d.reason,
+    ]
 
 
 def _problem(report: ClassifyReport, rows: list, problem: Problem, log) -> None:
@@ -249,11 +304,12 @@ def _write_manifest(path: Path, rows: list[list[str]]) -> None:
 
 def _chunks(seq: list, n: int) -> Iterator[list]:
     for i in range(0, len(seq), n):
-        yield seq[i:i + n]
+        yield seq[i : i + n]
 
 
 def _bar(total: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="photo", disable=not enabled, dynamic_ncols=True, smoothing=0.1,
-                file=sys.stderr)
+    return tqdm(
+        total=total, unit="photo", disable=not enabled, dynamic_ncols=True, smoothing=0.1, file=sys.stderr
+    )

@@ -57,32 +57,81 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--name", default="photosort", show_default=True, help="Run name: the model is saved in RUNS/NAME.")
-@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(path_type=Path),
-              help="Folder that holds trained models.")
+@click.option(
+    "--name", default="photosort", show_default=True, help="Run name: the model is saved in RUNS/NAME."
+)
+@click.option(
+    "--runs",
+    "runs_dir",
+    default="runs",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Folder that holds trained models.",
+)
 @click.option("--epochs", default=50, show_default=True, help="Training epochs of the detector.")
 @click.option("--imgsz", default=640, show_default=True, help="Detector input size in pixels.")
-@click.option("--model", "base", default="yolo11n.yaml", show_default=True,
-              help="Detector to start from: a YAML builds a fresh one (works offline); a .pt file (e.g. "
-                   "pretrained COCO weights you downloaded) fine-tunes it and learns much faster.")
-@click.option("--device", default=None, help="cpu, 0 (first GPU), mps ... [default: a GPU if present, else cpu]")
+@click.option(
+    "--model",
+    "base",
+    default="yolo11n.yaml",
+    show_default=True,
+    help="Detector to start from: a YAML builds a fresh one (works offline); a .pt file (e.g. "
+    "pretrained COCO weights you downloaded) fine-tunes it and learns much faster.",
+)
+@click.option(
+    "--device", default=None, help="cpu, 0 (first GPU), mps ... [default: a GPU if present, else cpu]"
+)
 @click.option("--seed", default=0, show_default=True, help="Random seed (split, training).")
 @click.option("--batch", default=8, show_default=True, help="Images per training batch.")
-@click.option("--val-fraction", default=0.2, show_default=True,
-              help="Share of photos held out to measure the model (grouped so copies stay together).")
-@click.option("--threshold", default=0.5, show_default=True,
-              help="Default score at which a person is accepted in a photo (stored in the model).")
-@click.option("--band", default=0.25, show_default=True,
-              help="Scores this far below the threshold send the photo to uncertain/ for review.")
-@click.option("--wandb", "wandb_mode", type=click.Choice(["offline", "online", "off"]), default="offline",
-              show_default=True, help="Experiment tracking. offline keeps it in the run folder (upload later "
-                                      "with 'wandb sync'); online uploads metrics as it trains.")
-@click.option("--wandb-images", is_flag=True,
-              help="Also log images to wandb. Off by default: these are children's faces.")
+@click.option(
+    "--val-fraction",
+    default=0.2,
+    show_default=True,
+    help="Share of photos held out to measure the model (grouped so copies stay together).",
+)
+@click.option(
+    "--threshold",
+    default=0.5,
+    show_default=True,
+    help="Default score at which a person is accepted in a photo (stored in the model).",
+)
+@click.option(
+    "--band",
+    default=0.25,
+    show_default=True,
+    help="Scores this far below the threshold send the photo to uncertain/ for review.",
+)
+@click.option(
+    "--wandb",
+    "wandb_mode",
+    type=click.Choice(["offline", "online", "off"]),
+    default="offline",
+    show_default=True,
+    help="Experiment tracking. offline keeps it in the run folder (upload later "
+    "with 'wandb sync'); online uploads metrics as it trains.",
+)
+@click.option(
+    "--wandb-images",
+    is_flag=True,
+    help="Also log images to wandb. Off by default: these are children's faces.",
+)
 @_errors
-def train(data: Path, name: str, runs_dir: Path, epochs: int, imgsz: int, base: str, device: str | None,
-          seed: int, batch: int, val_fraction: float, threshold: float, band: float, wandb_mode: str,
-          wandb_images: bool) -> None:
+def train(
+    data: Path,
+    name: str,
+    runs_dir: Path,
+    epochs: int,
+    imgsz: int,
+    base: str,
+    device: str | None,
+    seed: int,
+    batch: int,
+    val_fraction: float,
+    threshold: float,
+    band: float,
+    wandb_mode: str,
+    wandb_images: bool,
+) -> None:
     """Train a model on DATA, a folder labelled with labelImg.
 
     DATA holds photos with Pascal VOC .xml files (or YOLO .txt files and classes.txt) beside them, one
@@ -93,29 +142,69 @@ def train(data: Path, name: str, runs_dir: Path, epochs: int, imgsz: int, base: 
     """
     from sorter.api import train as do_train
 
-    result = do_train(data, name=name, runs_dir=runs_dir, epochs=epochs, imgsz=imgsz, model=base, device=device,
-                      seed=seed, batch=batch, val_fraction=val_fraction, threshold=threshold, band=band,
-                      wandb=wandb_mode, wandb_images=wandb_images)
+    result = do_train(
+        data,
+        name=name,
+        runs_dir=runs_dir,
+        epochs=epochs,
+        imgsz=imgsz,
+        model=base,
+        device=device,
+        seed=seed,
+        batch=batch,
+        val_fraction=val_fraction,
+        threshold=threshold,
+        band=band,
+        wandb=wandb_mode,
+        wandb_images=wandb_images,
+    )
     click.echo(result.summary())
 
 
 @cli.command(epilog=EXIT_HELP)
 @click.argument("library", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder: one sub-folder per person, uncertain/, manifest.csv.")
-@click.option("--model", "model", default="runs/photosort", show_default=True,
-              type=click.Path(path_type=Path), help="A trained model folder (from photosort train).")
-@click.option("--threshold", type=float, default=None,
-              help="Accept a person at this score or above. [default: the model's calibrated value]")
-@click.option("--band", type=float, default=None,
-              help="Scores this far below the threshold go to uncertain/. [default: the model's]")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder: one sub-folder per person, uncertain/, manifest.csv.",
+)
+@click.option(
+    "--model",
+    "model",
+    default="runs/photosort",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="A trained model folder (from photosort train).",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Accept a person at this score or above. [default: the model's calibrated value]",
+)
+@click.option(
+    "--band",
+    type=float,
+    default=None,
+    help="Scores this far below the threshold go to uncertain/. [default: the model's]",
+)
 @click.option("--device", default=None, help="cpu, 0 (first GPU), ... [default: a GPU if present]")
 @click.option("--batch", default=4, show_default=True, help="Photos per detector batch.")
 @click.option("--dry-run", is_flag=True, help="Write only manifest.csv; copy nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_errors
-def classify(library: Path, out: Path, model: Path, threshold: float | None, band: float | None,
-             device: str | None, batch: int, dry_run: bool, quiet: bool) -> None:
+def classify(
+    library: Path,
+    out: Path,
+    model: Path,
+    threshold: float | None,
+    band: float | None,
+    device: str | None,
+    batch: int,
+    dry_run: bool,
+    quiet: bool,
+) -> None:
     """Copy each photo of LIBRARY into OUT/<person>/ for every person in it.
 
     Photos whose best score falls just below the threshold go to OUT/uncertain/ for review; a photo
@@ -125,20 +214,41 @@ def classify(library: Path, out: Path, model: Path, threshold: float | None, ban
     """
     from sorter.api import classify as do_classify
 
-    report = do_classify(library, out, model, threshold=threshold, band=band, device=device, batch=batch,
-                         dry_run=dry_run, progress=not quiet)
+    report = do_classify(
+        library,
+        out,
+        model,
+        threshold=threshold,
+        band=band,
+        device=device,
+        batch=batch,
+        dry_run=dry_run,
+        progress=not quiet,
+    )
     click.echo(report.summary())
     sys.exit(report.exit_code)
 
 
 @cli.command()
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--model", "model", default="runs/photosort", show_default=True,
-              type=click.Path(path_type=Path), help="A trained model folder.")
+@click.option(
+    "--model",
+    "model",
+    default="runs/photosort",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="A trained model folder.",
+)
 @click.option("--device", default=None, help="cpu, 0 (first GPU), ... [default: a GPU if present]")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-@click.option("--wandb", "wandb_mode", type=click.Choice(["offline", "online", "off"]), default="offline",
-              show_default=True, help="Log the evaluation to wandb (offline: into the model folder).")
+@click.option(
+    "--wandb",
+    "wandb_mode",
+    type=click.Choice(["offline", "online", "off"]),
+    default="offline",
+    show_default=True,
+    help="Log the evaluation to wandb (offline: into the model folder).",
+)
 @_errors
 def evaluate(data: Path, model: Path, device: str | None, as_json: bool, wandb_mode: str) -> None:
     """Measure a model on DATA, a labelled folder it was not trained on.

@@ -64,5 +64,6 @@ def decide(photo: Photo, faces: list[Face], accept: dict[str, float], low: dict[
         reason = "; ".join(parts)
     elif not accepted:
         reason = "no face found" if not faces else "no known person"
-    return Decision(photo=photo, faces=faces, people=people, accepted=accepted, uncertain=unsure,
-                    reason=reason)
+    return Decision(
+        photo=photo, faces=faces, people=people, accepted=accepted, uncertain=unsure, reason=reason
+    )

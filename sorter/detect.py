@@ -60,8 +60,9 @@ class YoloDetector:
         self.load()
         # ultralytics expects numpy images as BGR (OpenCV order).
         arrays = [np.ascontiguousarray(d.rgb[..., ::-1]) for d in images]
-        results = self._model.predict(arrays, imgsz=self.imgsz, conf=self.min_score, device=self.device,
-                                      verbose=False, batch=self.batch)
+        results = self._model.predict(
+            arrays, imgsz=self.imgsz, conf=self.min_score, device=self.device, verbose=False, batch=self.batch
+        )
         out: list[list[Face]] = []
         for decoded, res in zip(images, results, strict=True):
             faces = []
@@ -71,6 +72,8 @@ class YoloDetector:
             cls = boxes.cls.cpu().numpy().astype(int)
             for b, c, k in zip(xyxy, conf, cls, strict=True):
                 name = self.classes[k] if 0 <= k < len(self.classes) else str(k)
-                faces.append(Face(xyxy=tuple(float(v) for v in b), det_score=float(c), scores={name: float(c)}))
+                faces.append(
+                    Face(xyxy=tuple(float(v) for v in b), det_score=float(c), scores={name: float(c)})
+                )
             out.append(faces)
         return out

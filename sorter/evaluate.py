@@ -19,8 +19,14 @@ class EvaluateError(Exception):
     pass
 
 
-def evaluate_model(data: Path, bundle: Bundle, device: str | None = None, wandb: str = "offline",
-                   out: Path | None = None, log=None) -> dict[str, Any]:
+def evaluate_model(
+    data: Path,
+    bundle: Bundle,
+    device: str | None = None,
+    wandb: str = "offline",
+    out: Path | None = None,
+    log=None,
+) -> dict[str, Any]:
     log = log or (lambda msg: print(msg, file=sys.stderr))
     data = Path(data).absolute()
     if not data.is_dir():
@@ -37,8 +43,9 @@ def evaluate_model(data: Path, bundle: Bundle, device: str | None = None, wandb:
         metrics = measure(bundle, data_yaml, labelled.images, device)
     metrics["data"] = str(data)
     metrics["problems"] = [str(p) for p in labelled.problems]
-    tracker = Tracker(wandb, bundle.path / "evaluations", f"evaluate-{data.name}", {"data": str(data)},
-                      job_type="evaluate")
+    tracker = Tracker(
+        wandb, bundle.path / "evaluations", f"evaluate-{data.name}", {"data": str(data)}, job_type="evaluate"
+    )
     log_metrics(tracker, metrics, bundle.classes, prefix="test")
     note = tracker.finish()
     if note:
@@ -50,13 +57,17 @@ def evaluate_model(data: Path, bundle: Bundle, device: str | None = None, wandb:
 
 def format_metrics(metrics: dict[str, Any]) -> str:
     box, photo = metrics["detector"], metrics["photo"]
-    lines = [f"{metrics['val_photos']} photos",
-             f"faces   precision {box['precision']:.3f}  recall {box['recall']:.3f}  mAP50 {box['mAP50']:.3f}"
-             f"  mAP50-95 {box['mAP50-95']:.3f}",
-             f"photos  precision {photo['precision']:.3f}  recall {photo['recall']:.3f}  f1 {photo['f1']:.3f}",
-             f"{'class':<24} {'P':>6} {'R':>6} {'AP50':>6} {'AP50-95':>8} {'photo P':>8} {'photo R':>8}"]
+    lines = [
+        f"{metrics['val_photos']} photos",
+        f"faces   precision {box['precision']:.3f}  recall {box['recall']:.3f}  mAP50 {box['mAP50']:.3f}"
+        f"  mAP50-95 {box['mAP50-95']:.3f}",
+        f"photos  precision {photo['precision']:.3f}  recall {photo['recall']:.3f}  f1 {photo['f1']:.3f}",
+        f"{'class':<24} {'P':>6} {'R':>6} {'AP50':>6} {'AP50-95':>8} {'photo P':>8} {'photo R':>8}",
+    ]
     for c in metrics["classes"]:
         b, p = box["per_class"].get(c, {}), photo["per_person"].get(c, {})
-        lines.append(f"{c:<24} {b.get('precision', 0):>6.3f} {b.get('recall', 0):>6.3f} {b.get('ap50', 0):>6.3f}"
-                     f" {b.get('ap50_95', 0):>8.3f} {p.get('precision', 0):>8.3f} {p.get('recall', 0):>8.3f}")
+        lines.append(
+            f"{c:<24} {b.get('precision', 0):>6.3f} {b.get('recall', 0):>6.3f} {b.get('ap50', 0):>6.3f}"
+            f" {b.get('ap50_95', 0):>8.3f} {p.get('precision', 0):>8.3f} {p.get('recall', 0):>8.3f}"
+        )
     return "\n".join(lines)

@@ -16,21 +16,41 @@ from sorter.decode import DecodeError, decode
 from sorter.records import Face, LabelledImage, Photo
 
 
-def box_metrics(model: Any, data_yaml: Path, classes: list[str], imgsz: int, device: str,
-                batch: int = 8) -> dict[str, Any]:
+def box_metrics(
+    model: Any, data_yaml: Path, classes: list[str], imgsz: int, device: str, batch: int = 8
+) -> dict[str, Any]:
     """Precision, recall, AP50, AP50-95 overall and per class on the dataset's val split."""
-    res = model.val(data=str(data_yaml), split="val", imgsz=imgsz, device=device, batch=batch, plots=False,
-                    verbose=False, workers=0, project=str(data_yaml.parent / "val"), exist_ok=True)
+    res = model.val(
+        data=str(data_yaml),
+        split="val",
+        imgsz=imgsz,
+        device=device,
+        batch=batch,
+        plots=False,
+        verbose=False,
+        workers=0,
+        project=str(data_yaml.parent / "val"),
+        exist_ok=True,
+    )
     box = res.box
     per = {c: {"precision": 0.0, "recall": 0.0, "ap50": 0.0, "ap50_95": 0.0, "boxes": 0} for c in classes}
     counts = getattr(res, "nt_per_class", None)
     for i, k in enumerate(box.ap_class_index):
         name = classes[int(k)]
-        per[name] = {"precision": float(box.p[i]), "recall": float(box.r[i]), "ap50": float(box.ap50[i]),
-                     "ap50_95": float(box.ap[i]),
-                     "boxes": int(counts[int(k)]) if counts is not None else None}
-    return {"precision": float(box.mp), "recall": float(box.mr), "mAP50": float(box.map50),
-            "mAP50-95": float(box.map), "per_class": per}
+        per[name] = {
+            "precision": float(box.p[i]),
+            "recall": float(box.r[i]),
+            "ap50": float(box.ap50[i]),
+            "ap50_95": float(box.ap[i]),
+            "boxes": int(counts[int(k)]) if counts is not None else None,
+        }
+    return {
+        "precision": float(box.mp),
+        "recall": float(box.mr),
+        "mAP50": float(box.map50),
+        "mAP50-95": float(box.map),
+        "per_class": per,
+    }
 
 
 @dataclass
@@ -41,8 +61,9 @@ class PhotoScore:
     faces: list[Face]
 
 
-def predict_labelled(images: list[LabelledImage], detector: Any, recogniser: Any, accept: dict, low: dict,
-                     max_side: int = 1280) -> list[PhotoScore]:
+def predict_labelled(
+    images: list[LabelledImage], detector: Any, recogniser: Any, accept: dict, low: dict, max_side: int = 1280
+) -> list[PhotoScore]:
     """Run the classify stages on labelled photos and keep the truth beside each decision."""
     out = []
     for img in images:
@@ -67,12 +88,23 @@ def photo_metrics(scores: list[PhotoScore], classes: list[str]) -> dict[str, Any
         fp = sum(1 for s in scores if c in s.accepted and c not in s.truth)
         fn = sum(1 for s in scores if c not in s.accepted and c in s.truth)
         unc = sum(1 for s in scores if c in s.uncertain)
-        per[c] = {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn), "photos": tp + fn,
-                  "sorted": tp + fp, "uncertain": unc}
+        per[c] = {
+            "precision": _ratio(tp, tp + fp),
+            "recall": _ratio(tp, tp + fn),
+            "photos": tp + fn,
+            "sorted": tp + fp,
+            "uncertain": unc,
+        }
         tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
     p, r = _ratio(tp_all, tp_all + fp_all), _ratio(tp_all, tp_all + fn_all)
-    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "photos": len(scores),
-            "uncertain_photos": sum(1 for s in scores if s.uncertain), "per_person": per}
+    return {
+        "precision": p,
+        "recall": r,
+        "f1": 2 * p * r / (p + r) if p + r else 0.0,
+        "photos": len(scores),
+        "uncertain_photos": sum(1 for s in scores if s.uncertain),
+        "per_person": per,
+    }
 
 
 def _ratio(a: int, b: int) -> float:

@@ -75,8 +75,18 @@ def _install_font(dest: Path) -> None:
 def _settings_off() -> None:
     from ultralytics import settings
 
-    wanted = {"sync": False, "wandb": False, "tensorboard": False, "mlflow": False, "comet": False,
-              "clearml": False, "dvc": False, "hub": False, "neptune": False, "raytune": False}
+    wanted = {
+        "sync": False,
+        "wandb": False,
+        "tensorboard": False,
+        "mlflow": False,
+        "comet": False,
+        "clearml": False,
+        "dvc": False,
+        "hub": False,
+        "neptune": False,
+        "raytune": False,
+    }
     current = {k: settings.get(k) for k in wanted if k in settings}
     if any(current[k] != wanted[k] for k in current):
         settings.update({k: v for k, v in wanted.items() if k in settings})

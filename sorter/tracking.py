@@ -15,8 +15,9 @@ MODES = ("offline", "online", "off")
 
 
 class Tracker:
-    def __init__(self, mode: str, run_dir: Path, name: str, config: dict[str, Any], job_type: str,
-                 images: bool = False):
+    def __init__(
+        self, mode: str, run_dir: Path, name: str, config: dict[str, Any], job_type: str, images: bool = False
+    ):
         if mode not in MODES:
             raise ValueError(f"wandb mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.mode, self.images, self.run = mode, images, None
@@ -31,10 +32,16 @@ class Tracker:
 
         run_dir.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
-            project=os.environ.get("WANDB_PROJECT", "photosort"), name=name, dir=str(run_dir), mode=mode,
-            config=config, job_type=job_type, reinit="finish_previous",
-            settings=wandb.Settings(save_code=False, disable_git=True, console="off", x_disable_stats=True,
-                                    silent=True),
+            project=os.environ.get("WANDB_PROJECT", "photosort"),
+            name=name,
+            dir=str(run_dir),
+            mode=mode,
+            config=config,
+            job_type=job_type,
+            reinit="finish_previous",
+            settings=wandb.Settings(
+                save_code=False, disable_git=True, console="off", x_disable_stats=True, silent=True
+            ),
         )
         self.dir = Path(self.run.dir).parent
 

@@ -61,17 +61,23 @@ class TrainResult:
     def summary(self) -> str:
         m = self.metrics
         box, photo = m["detector"], m["photo"]
-        lines = [f"model saved to {self.run_dir}  ({self.seconds / 60:.1f} min)",
-                 f"validation: {m['val_photos']} photos",
-                 f"  faces   precision {box['precision']:.3f}  recall {box['recall']:.3f}  "
-                 f"mAP50 {box['mAP50']:.3f}  mAP50-95 {box['mAP50-95']:.3f}",
-                 f"  photos  precision {photo['precision']:.3f}  recall {photo['recall']:.3f}  "
-                 f"(at threshold {self.bundle.threshold:.2f})"]
-        lines.append(f"  {'person':<24} {'AP50':>6} {'AP50-95':>8} {'photo P':>8} {'photo R':>8} {'photos':>7}")
+        lines = [
+            f"model saved to {self.run_dir}  ({self.seconds / 60:.1f} min)",
+            f"validation: {m['val_photos']} photos",
+            f"  faces   precision {box['precision']:.3f}  recall {box['recall']:.3f}  "
+            f"mAP50 {box['mAP50']:.3f}  mAP50-95 {box['mAP50-95']:.3f}",
+            f"  photos  precision {photo['precision']:.3f}  recall {photo['recall']:.3f}  "
+            f"(at threshold {self.bundle.threshold:.2f})",
+        ]
+        lines.append(
+            f"  {'person':<24} {'AP50':>6} {'AP50-95':>8} {'photo P':>8} {'photo R':>8} {'photos':>7}"
+        )
         for c in self.bundle.classes:
             b, p = box["per_class"].get(c, {}), photo["per_person"].get(c, {})
-            lines.append(f"  {c:<24} {b.get('ap50', 0):>6.3f} {b.get('ap50_95', 0):>8.3f} "
-                         f"{p.get('precision', 0):>8.3f} {p.get('recall', 0):>8.3f} {p.get('photos', 0):>7}")
+            lines.append(
+                f"  {c:<24} {b.get('ap50', 0):>6.3f} {b.get('ap50_95', 0):>8.3f} "
+                f"{p.get('precision', 0):>8.3f} {p.get('recall', 0):>8.3f} {p.get('photos', 0):>7}"
+            )
         if self.problems:
             lines.append(f"{len(self.problems)} label problems were skipped (listed above)")
         if self.wandb:
@@ -79,8 +85,13 @@ class TrainResult:
         return "\n".join(lines)
 
 
-def train_model(data: Path, name: str = "photosort", runs_dir: Path = Path("runs"),
-                settings: TrainSettings | None = None, log=None) -> TrainResult:
+def train_model(
+    data: Path,
+    name: str = "photosort",
+    runs_dir: Path = Path("runs"),
+    settings: TrainSettings | None = None,
+    log=None,
+) -> TrainResult:
     s = settings or TrainSettings()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     data = Path(data).absolute()
@@ -92,8 +103,10 @@ def train_model(data: Path, name: str = "photosort", runs_dir: Path = Path("runs
         log(format_problems(labelled.problems))
     log(summary(labelled))
     if not any(img.boxes for img in labelled.images):
-        raise TrainError(f"{data}: no labelled boxes found (expected labelImg .xml or .txt + classes.txt "
-                         "next to the photos)")
+        raise TrainError(
+            f"{data}: no labelled boxes found (expected labelImg .xml or .txt + classes.txt "
+            "next to the photos)"
+        )
     run_dir = Path(runs_dir).absolute() / name
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("detector", "weights", "dataset", "wandb"):  # a retrain under the same name starts clean
@@ -102,8 +115,13 @@ def train_model(data: Path, name: str = "photosort", runs_dir: Path = Path("runs
     sides = split(labelled, val_fraction=s.val_fraction, seed=s.seed)
     val_images = [img for img in labelled.images if sides.get(img.image) == "val"]
     device = pick_device(s.device)
-    config = asdict(s) | {"data": str(data), "classes": labelled.classes, "device": device,
-                          "train_photos": len(labelled.images) - len(val_images), "val_photos": len(val_images)}
+    config = asdict(s) | {
+        "data": str(data),
+        "classes": labelled.classes,
+        "device": device,
+        "train_photos": len(labelled.images) - len(val_images),
+        "val_photos": len(val_images),
+    }
     tracker = Tracker(s.wandb, run_dir, name, config, job_type="train", images=s.wandb_images)
 
     offline.prepare()
@@ -123,31 +141,59 @@ def train_model(data: Path, name: str = "photosort", runs_dir: Path = Path("runs
         for k, v in trainer.label_loss_items(trainer.tloss, prefix="train").items():
             row[k] = float(v)
         tracker.log(row, step=trainer.epoch + 1)
-        log(f"epoch {trainer.epoch + 1}/{trainer.epochs}: P {row.get('metrics/precision', 0):.3f} "
+        log(
+            f"epoch {trainer.epoch + 1}/{trainer.epochs}: P {row.get('metrics/precision', 0):.3f} "
             f"R {row.get('metrics/recall', 0):.3f} mAP50 {row.get('metrics/mAP50', 0):.3f} "
-            f"mAP50-95 {row.get('metrics/mAP50-95', 0):.3f}")
+            f"mAP50-95 {row.get('metrics/mAP50-95', 0):.3f}"
+        )
 
     model.add_callback("on_fit_epoch_end", on_epoch)
-    model.train(data=str(data_yaml), epochs=s.epochs, imgsz=s.imgsz, batch=s.batch, device=device,
-                seed=s.seed, deterministic=True, workers=min(2, os.cpu_count() or 1), project=str(run_dir),
-                name="detector", exist_ok=True, plots=False, verbose=False, patience=s.patience,
-                amp=device != "cpu", **s.extra)
+    model.train(
+        data=str(data_yaml),
+        epochs=s.epochs,
+        imgsz=s.imgsz,
+        batch=s.batch,
+        device=device,
+        seed=s.seed,
+        deterministic=True,
+        workers=min(2, os.cpu_count() or 1),
+        project=str(run_dir),
+        name="detector",
+        exist_ok=True,
+        plots=False,
+        verbose=False,
+        patience=s.patience,
+        amp=device != "cpu",
+        **s.extra,
+    )
     best = run_dir / "detector" / "weights" / "best.pt"
     if not best.exists():
         best = run_dir / "detector" / "weights" / "last.pt"
     (run_dir / "weights").mkdir(exist_ok=True)
     shutil.copyfile(best, run_dir / "weights" / "best.pt")
 
-    bundle = Bundle(path=run_dir, classes=labelled.classes, imgsz=s.imgsz, threshold=s.threshold, band=s.band,
-                    settings=config)
+    bundle = Bundle(
+        path=run_dir,
+        classes=labelled.classes,
+        imgsz=s.imgsz,
+        threshold=s.threshold,
+        band=s.band,
+        settings=config,
+    )
     bundle.save()
     metrics = measure(bundle, data_yaml, val_images, device)
     metrics["train_seconds"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(run_dir / "metrics.json", metrics)
     log_metrics(tracker, metrics, bundle.classes, prefix="val")
     note = tracker.finish()
-    return TrainResult(run_dir=run_dir, bundle=bundle, metrics=metrics, problems=labelled.problems,
-                       seconds=time.perf_counter() - t0, wandb=note)
+    return TrainResult(
+        run_dir=run_dir,
+        bundle=bundle,
+        metrics=metrics,
+        problems=labelled.problems,
+        seconds=time.perf_counter() - t0,
+        wandb=note,
+    )
 
 
 def measure(bundle: Bundle, data_yaml: Path, images: list, device: str | None) -> dict[str, Any]:
@@ -158,24 +204,61 @@ def measure(bundle: Bundle, data_yaml: Path, images: list, device: str | None) -
     device = pick_device(device)
     model = load_yolo(bundle.weights_path)
     box = box_metrics(model, data_yaml, bundle.classes, bundle.imgsz, device)
-    detector = YoloDetector(weights=bundle.weights_path, classes=bundle.classes, imgsz=bundle.imgsz,
-                            device=device)
+    detector = YoloDetector(
+        weights=bundle.weights_path, classes=bundle.classes, imgsz=bundle.imgsz, device=device
+    )
     accept, low = bundle.thresholds()
-    scores = predict_labelled(images, detector, load_recogniser(bundle), accept, low,
-                              max_side=max(bundle.imgsz, 640))
-    return {"detector": box, "photo": photo_metrics(scores, bundle.classes), "val_photos": len(images),
-            "classes": bundle.classes, "threshold": bundle.threshold, "band": bundle.band}
+    scores = predict_labelled(
+        images, detector, load_recogniser(bundle), accept, low, max_side=max(bundle.imgsz, 640)
+    )
+    return {
+        "detector": box,
+        "photo": photo_metrics(scores, bundle.classes),
+        "val_photos": len(images),
+        "classes": bundle.classes,
+        "threshold": bundle.threshold,
+        "band": bundle.band,
+    }
 
 
 def log_metrics(tracker: Tracker, metrics: dict[str, Any], classes: list[str], prefix: str) -> None:
     box, photo = metrics["detector"], metrics["photo"]
-    tracker.summary({f"{prefix}/precision": box["precision"], f"{prefix}/recall": box["recall"],
-                     f"{prefix}/mAP50": box["mAP50"], f"{prefix}/mAP50-95": box["mAP50-95"],
-                     f"{prefix}/photo_precision": photo["precision"], f"{prefix}/photo_recall": photo["recall"]})
+    tracker.summary(
+        {
+            f"{prefix}/precision": box["precision"],
+            f"{prefix}/recall": box["recall"],
+            f"{prefix}/mAP50": box["mAP50"],
+            f"{prefix}/mAP50-95": box["mAP50-95"],
+            f"{prefix}/photo_precision": photo["precision"],
+            f"{prefix}/photo_recall": photo["recall"],
+        }
+    )
     rows = []
     for c in classes:
         b, p = box["per_class"].get(c, {}), photo["per_person"].get(c, {})
-        rows.append([c, b.get("precision", 0.0), b.get("recall", 0.0), b.get("ap50", 0.0), b.get("ap50_95", 0.0),
-                     p.get("precision", 0.0), p.get("recall", 0.0), p.get("photos", 0)])
-    tracker.table(f"{prefix}/per_person", ["person", "box_precision", "box_recall", "AP50", "AP50-95",
-                                           "photo_precision", "photo_recall", "photos"], rows)
+        rows.append(
+            [
+                c,
+                b.get("precision", 0.0),
+                b.get("recall", 0.0),
+                b.get("ap50", 0.0),
+                b.get("ap50_95", 0.0),
+                p.get("precision", 0.0),
+                p.get("recall", 0.0),
+                p.get("photos", 0),
+            ]
+        )
+    tracker.table(
+        f"{prefix}/per_person",
+        [
+            "person",
+            "box_precision",
+            "box_recall",
+            "AP50",
+            "AP50-95",
+            "photo_precision",
+            "photo_recall",
+            "photos",
+        ],
+        rows,
+    )

@@ -42,9 +42,16 @@ def synth_model(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("synth")
     data = synth.make_labelled(base / "labelled", 64)
-    result = sorter.train(data, name="synth", runs_dir=base / "runs", epochs=25, imgsz=192, batch=16,
-                          wandb="offline", extra=dict(warmup_epochs=0, optimizer="AdamW", lr0=0.005,
-                                                      mosaic=0.0, close_mosaic=0))
+    result = sorter.train(
+        data,
+        name="synth",
+        runs_dir=base / "runs",
+        epochs=25,
+        imgsz=192,
+        batch=16,
+        wandb="offline",
+        extra=dict(warmup_epochs=0, optimizer="AdamW", lr0=0.005, mosaic=0.0, close_mosaic=0),
+    )
     return result
 
 
@@ -71,7 +78,9 @@ def robust_model(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("robust")
     data = synth.make_labelled(base / "labelled", 24)
-    return sorter.train(data, name="robust", runs_dir=base / "runs", epochs=2, imgsz=160, wandb="off", batch=8)
+    return sorter.train(
+        data, name="robust", runs_dir=base / "runs", epochs=2, imgsz=160, wandb="off", batch=8
+    )
 
 
 def library_state(root: Path) -> dict[str, tuple]:

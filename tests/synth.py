@@ -20,10 +20,13 @@ def voc(filename: str, w: int, h: int, objects: list[tuple[str, tuple[int, int, 
     objs = "".join(
         f"<object><name>{n}</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>"
         f"<bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
-        for n, b in objects)
-    return (f"<annotation><folder>x</folder><filename>{filename}</filename>"
-            f"<path>C:\\Users\\teacher\\{filename}</path><size><width>{w}</width><height>{h}</height>"
-            f"<depth>3</depth></size><segmented>0</segmented>{objs}</annotation>")
+        for n, b in objects
+    )
+    return (
+        f"<annotation><folder>x</folder><filename>{filename}</filename>"
+        f"<path>C:\\Users\\teacher\\{filename}</path><size><width>{w}</width><height>{h}</height>"
+        f"<depth>3</depth></size><segmented>0</segmented>{objs}</annotation>"
+    )
 
 
 def picture(rng: random.Random, who: list[str], size=(256, 192)) -> tuple[Image.Image, list]:
@@ -43,7 +46,10 @@ def picture(rng: random.Random, who: list[str], size=(256, 192)) -> tuple[Image.
             continue
         d.ellipse(box, fill=COLOURS[name])
         for ex in (x + r * 0.6, x + r * 1.4):
-            d.ellipse((ex - r * 0.15, y + r * 0.7 - r * 0.15, ex + r * 0.15, y + r * 0.7 + r * 0.15), fill=(20, 20, 20))
+            d.ellipse(
+                (ex - r * 0.15, y + r * 0.7 - r * 0.15, ex + r * 0.15, y + r * 0.7 + r * 0.15),
+                fill=(20, 20, 20),
+            )
         placed.append((name, box))
     return img, placed
 

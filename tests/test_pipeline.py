@@ -46,17 +46,29 @@ def test_train_writes_a_complete_bundle(synth_model):
     assert box["mAP50"] > 0.2
     assert set(box["per_class"]) == {"ava", "ben"}
     assert set(metrics["photo"]["per_person"]) == {"ava", "ben"}
-    assert bundle.settings["epochs"] == 25 and bundle.settings["train_photos"] + bundle.settings["val_photos"] == 64
+    assert (
+        bundle.settings["epochs"] == 25
+        and bundle.settings["train_photos"] + bundle.settings["val_photos"] == 64
+    )
 
 
 def test_train_logs_metrics_to_an_offline_wandb_run(synth_model):
     runs = list((synth_model.run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "offline by default, inside the run folder"
     blob = next(runs[0].glob("*.wandb")).read_bytes()
-    for key in (b"metrics/precision", b"metrics/recall", b"metrics/mAP50", b"metrics/mAP50-95",
-                b"train/box_loss", b"val/per_person", b"val/photo_precision"):
+    for key in (
+        b"metrics/precision",
+        b"metrics/recall",
+        b"metrics/mAP50",
+        b"metrics/mAP50-95",
+        b"train/box_loss",
+        b"val/per_person",
+        b"val/photo_precision",
+    ):
         assert key in blob, key
-    assert not list(runs[0].rglob("*.png")) and not list(runs[0].rglob("*.jpg")), "no images without --wandb-images"
+    assert not list(runs[0].rglob("*.png")) and not list(runs[0].rglob("*.jpg")), (
+        "no images without --wandb-images"
+    )
     assert "wandb sync" in (synth_model.wandb or "")
 
 
@@ -70,7 +82,7 @@ def test_classify_sorts_copies_and_never_touches_originals(synth_model, tmp_path
     assert tree_digest(lib) == before
     rows = manifest(out)
     assert sorted(Path(r["path"]).relative_to(lib).as_posix() for r in rows) == sorted(before)
-    copies = [p for p in out.rglob("*.jpg") ]
+    copies = [p for p in out.rglob("*.jpg")]
     assert copies, "the tiny model placed nothing"
     by_hash = {h: lib / rel for rel, h in before.items()}
     for c in copies:
@@ -94,9 +106,21 @@ def test_reclassify_with_new_threshold_moves_copies(synth_model, tmp_path):
     synth.make_library(lib, 8)
     out = tmp_path / "sorted"
     run("classify", lib, "--out", out, "--model", synth_model.run_dir, "-q", *LOW)
-    assert [p for p in out.rglob("*.jpg") ]
-    run("classify", lib, "--out", out, "--model", synth_model.run_dir, "-q", "--threshold", "1.01", "--band", "0")
-    assert not [p for p in out.rglob("*.jpg") ], "stale copies removed"
+    assert [p for p in out.rglob("*.jpg")]
+    run(
+        "classify",
+        lib,
+        "--out",
+        out,
+        "--model",
+        synth_model.run_dir,
+        "-q",
+        "--threshold",
+        "1.01",
+        "--band",
+        "0",
+    )
+    assert not [p for p in out.rglob("*.jpg")], "stale copies removed"
     assert all(r["status"] == "no_person" for r in manifest(out))
 
 
@@ -108,7 +132,9 @@ def test_same_name_in_two_folders_keeps_both(synth_model, tmp_path):
     shutil.copyfile(lib / "month1" / "IMG_0001.jpg", lib / "other" / "IMG_0000.jpg")  # same name, other photo
     shutil.copyfile(a, lib / "month2" / "IMG_0000.jpg")
     out = tmp_path / "sorted"
-    run("classify", lib, "--out", out, "--model", synth_model.run_dir, "-q", "--threshold", "0", "--band", "0")
+    run(
+        "classify", lib, "--out", out, "--model", synth_model.run_dir, "-q", "--threshold", "0", "--band", "0"
+    )
     # threshold 0: every photo with any face goes to that face's folder; count names per folder
     for folder in (p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):
         names = sorted(p.name for p in folder.iterdir())
@@ -140,7 +166,7 @@ def test_dry_run_writes_only_the_manifest(synth_model, tmp_path):
 def test_evaluate_reports_box_and_photo_metrics(synth_model, tmp_path):
     data = synth.make_labelled(tmp_path / "test", 10, seed=7)
     res = run("evaluate", data, "--model", synth_model.run_dir, "--json", "--wandb", "off")
-    metrics = json.loads(res.output[res.output.index("{"):])
+    metrics = json.loads(res.output[res.output.index("{") :])
     assert metrics["val_photos"] == 10
     for key in ("precision", "recall", "mAP50", "mAP50-95"):
         assert 0.0 <= metrics["detector"][key] <= 1.0
@@ -165,10 +191,13 @@ def test_tampered_model_is_refused(synth_model, tmp_path):
 def test_missing_model_is_a_one_line_error(tmp_path):
     lib = tmp_path / "lib"
     lib.mkdir()
-    res = CliRunner().invoke(cli, ["classify", str(lib), "--out", str(tmp_path / "o"), "--model", str(tmp_path)])
+    res = CliRunner().invoke(
+        cli, ["classify", str(lib), "--out", str(tmp_path / "o"), "--model", str(tmp_path)]
+    )
     assert res.exit_code == 1
-    assert res.output.strip().splitlines() == [f"Error: {tmp_path}: not a photosort model (no bundle.json); "
-                                               "run 'photosort train' first"]
+    assert res.output.strip().splitlines() == [
+        f"Error: {tmp_path}: not a photosort model (no bundle.json); run 'photosort train' first"
+    ]
 
 
 def test_train_without_labels_is_a_clear_error(tmp_path):
@@ -210,8 +239,12 @@ def test_assign_is_one_face_per_person(faces, expected):
     ],
 )
 def test_decide_bands(scores, accepted, uncertain, reason):
-    d = decide(P, [Face(xyxy=(0, 0, 1, 1), det_score=1, scores=scores)], {"ava": 0.5, "ben": 0.5},
-               {"ava": 0.25, "ben": 0.25})
+    d = decide(
+        P,
+        [Face(xyxy=(0, 0, 1, 1), det_score=1, scores=scores)],
+        {"ava": 0.5, "ben": 0.5},
+        {"ava": 0.25, "ben": 0.25},
+    )
     assert (d.accepted, d.uncertain, d.reason) == (accepted, uncertain, reason)
 
 
@@ -228,18 +261,75 @@ def test_end_to_end_on_a_daycare_library(shared, tmp_path):
     import sys
 
     lib = tmp_path / "daycare"
-    subprocess.run([sys.executable, shared / "bench" / "make_library.py", "--lfw", shared / "data" / "lfw",
-                    "--out", lib, "--seed", "3", "--labelled", "40", "--library", "40", "--people", "3",
-                    "--size", "640x480", "--jobs", "2"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            shared / "bench" / "make_library.py",
+            "--lfw",
+            shared / "data" / "lfw",
+            "--out",
+            lib,
+            "--seed",
+            "3",
+            "--labelled",
+            "40",
+            "--library",
+            "40",
+            "--people",
+            "3",
+            "--size",
+            "640x480",
+            "--jobs",
+            "2",
+        ],
+        check=True,
+        capture_output=True,
+    )
     before = tree_digest(lib / "library")
-    run("train", lib / "labelled", "--name", "e2e", "--runs", tmp_path / "runs", "--epochs", "2", "--imgsz",
-        "320", "--wandb", "off")
+    run(
+        "train",
+        lib / "labelled",
+        "--name",
+        "e2e",
+        "--runs",
+        tmp_path / "runs",
+        "--epochs",
+        "2",
+        "--imgsz",
+        "320",
+        "--wandb",
+        "off",
+    )
     out = tmp_path / "sorted"
-    run("classify", lib / "library", "--out", out, "--model", tmp_path / "runs" / "e2e", "-q", *LOW, code=(0, 3))
+    run(
+        "classify",
+        lib / "library",
+        "--out",
+        out,
+        "--model",
+        tmp_path / "runs" / "e2e",
+        "-q",
+        *LOW,
+        code=(0, 3),
+    )
     assert tree_digest(lib / "library") == before
-    score = json.loads(subprocess.run(
-        [sys.executable, shared / "bench" / "eval_sort.py", "--truth", lib / "truth.csv", "--library",
-         lib / "library", "--sorted", out], check=True, capture_output=True, text=True).stdout)
+    score = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                shared / "bench" / "eval_sort.py",
+                "--truth",
+                lib / "truth.csv",
+                "--library",
+                lib / "library",
+                "--sorted",
+                out,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     assert score["altered"] == 0 and score["foreign"] == 0
     rows = manifest(out)
     assert len(rows) == 40 and all(r["status"] in ("sorted", "uncertain", "no_person") for r in rows)
