@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import hashlib
 import io
@@ -109,6 +110,7 @@ def classify_library(
     batch: int = 4,
     progress: bool = True,
     log=None,
+    precision: float | None = None,
 ) -> ClassifyReport:
     """Sort every photo under ``library`` into ``out/<person>/`` and ``out/uncertain/``."""
     library, out = Path(library).absolute(), Path(out).absolute()
@@ -117,28 +119,35 @@ def classify_library(
     if library == out or out in library.parents:
         raise ClassifyError(f"{out}: the output folder cannot be the library or contain it")
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    from sorter.recognise import load_recogniser, repick_thresholds
+
+    recogniser = load_recogniser(bundle)
     accept, low = bundle.thresholds(threshold, band)
+    if precision is not None:
+        if recogniser is None:
+            raise ClassifyError("--precision needs a model trained with a recogniser; use --threshold")
+        # Re-calibrate from the cross-validated scores stored at training time: no retraining.
+        accept, low = repick_thresholds(bundle.path / bundle.recogniser, precision)
     detector = YoloDetector(
         weights=bundle.weights_path,
         classes=bundle.classes,
         imgsz=bundle.imgsz,
         device=device,
         batch=batch,
-        # keep every box that could reach the review band, however low it was set
-        min_score=max(0.001, min([0.05, *low.values()])),
+        # Without a recogniser, keep every box that could reach the review band. With one, the
+        # recogniser decides who a face is and finds faces itself; YOLO only adds confident boxes.
+        min_score=0.25 if recogniser is not None else max(0.001, min([0.05, *low.values()])),
     )
-    from sorter.recognise import load_recogniser
-
-    recogniser = load_recogniser(bundle)
     key = model_key(bundle)
     report = ClassifyReport(out=out, dry_run=dry_run)
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
         placing.clean_temp(out)
-        index = Index(Path(":memory:") if dry_run else out / INDEX_FILE)
+        index: Index | None = None
         rows: list[list[str]] = []
         try:
+            index = Index(Path(":memory:") if dry_run else out / INDEX_FILE)
             items = list(scan(library, skip=[out]))
             photos = [p for p in items if isinstance(p, Photo)]
             for p in items:
@@ -206,6 +215,7 @@ def classify_library(
                     _finish(report, rows, index, photo, sha, faces, accept, low, key, dry_run, log)
                 bar.update(len(chunk))
             bar.close()
+            _write_manifest(out / "manifest.csv", rows)
         except KeyboardInterrupt:
             raise ClassifyError(
                 "interrupted; everything sorted so far is complete: run the same command again to resume"
@@ -216,8 +226,8 @@ def classify_library(
                 "resume (finished photos are skipped)"
             ) from None
         finally:
-            index.close()
-        _write_manifest(out / "manifest.csv", rows)
+            if index is not None:
+                index.close()
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -297,9 +307,16 @@ def _write_manifest(path: Path, rows: list[list[str]]) -> None:
     w.writerows(sorted(rows, key=lambda r: r[0]))
     tmp = path.with_name(f".{path.name}.tmp")
     # surrogateescape: non-UTF-8 file names (bytes from another OS) must not crash the manifest.
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
-        fh.write(buf.getvalue())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+            fh.write(buf.getvalue())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise placing.DiskFullError(exc.errno, f"output disk is full while writing {path}") from None
+        raise
 
 
 def _chunks(seq: list, n: int) -> Iterator[list]:

@@ -115,6 +115,20 @@ def cli() -> None:
     is_flag=True,
     help="Also log images to wandb. Off by default: these are children's faces.",
 )
+@click.option(
+    "--recogniser/--no-recogniser",
+    default=True,
+    show_default=True,
+    help="Also fit the face recogniser (pretrained face embeddings + a per-person model, calibrated "
+    "by cross-validation). It is what tells masked children apart; the detector alone cannot.",
+)
+@click.option(
+    "--precision",
+    type=click.FloatRange(0.5, 1.0),
+    default=0.98,
+    show_default=True,
+    help="Photo-level precision the recogniser's per-person thresholds are calibrated for.",
+)
 @_errors
 def train(
     data: Path,
@@ -131,6 +145,8 @@ def train(
     band: float,
     wandb_mode: str,
     wandb_images: bool,
+    recogniser: bool,
+    precision: float,
 ) -> None:
     """Train a model on DATA, a folder labelled with labelImg.
 
@@ -157,6 +173,8 @@ def train(
         band=band,
         wandb=wandb_mode,
         wandb_images=wandb_images,
+        recogniser=recogniser,
+        precision=precision,
     )
     click.echo(result.summary())
 
@@ -189,6 +207,13 @@ def train(
     default=None,
     help="Scores this far below the threshold go to uncertain/. [default: the model's]",
 )
+@click.option(
+    "--precision",
+    type=click.FloatRange(0.5, 1.0),
+    default=None,
+    help="Re-pick per-person thresholds for this photo-level precision from the scores stored at "
+    "training time (models with a recogniser). Higher: fewer mistakes, more photos in uncertain/.",
+)
 @click.option("--device", default=None, help="cpu, 0 (first GPU), ... [default: a GPU if present]")
 @click.option("--batch", default=4, show_default=True, help="Photos per detector batch.")
 @click.option("--dry-run", is_flag=True, help="Write only manifest.csv; copy nothing.")
@@ -200,6 +225,7 @@ def classify(
     model: Path,
     threshold: float | None,
     band: float | None,
+    precision: float | None,
     device: str | None,
     batch: int,
     dry_run: bool,
@@ -220,6 +246,7 @@ def classify(
         model,
         threshold=threshold,
         band=band,
+        precision=precision,
         device=device,
         batch=batch,
         dry_run=dry_run,

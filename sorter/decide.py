@@ -59,8 +59,8 @@ def decide(photo: Photo, faces: list[Face], accept: dict[str, float], low: dict[
             # runner-up: the next most likely name for the same face (what a reviewer would doubt)
             face = max(faces, key=lambda f: f.scores.get(p, -1.0))
             runner = max(((q, s) for q, s in face.scores.items() if q != p), key=lambda x: x[1], default=None)
-            extra = f", runner-up {runner[0]} {runner[1]:.2f}" if runner else ""
-            parts.append(f"{p} {people[p]:.2f} < {accept.get(p, 1.0):.2f}{extra}")
+            extra = f", runner-up {runner[0]} {runner[1]:.3f}" if runner else ""
+            parts.append(f"{p} {people[p]:.3f} < {accept.get(p, 1.0):.3f}{extra}")
         reason = "; ".join(parts)
     elif not accepted:
         reason = "no face found" if not faces else "no known person"

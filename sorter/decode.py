@@ -8,6 +8,7 @@ decode so that boxes are in the orientation people see.
 from __future__ import annotations
 
 import hashlib
+import sys
 import warnings
 
 import numpy as np
@@ -40,7 +41,7 @@ def decode(photo: Photo, max_side: int = 1280) -> Decoded:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(photo.path) as im:
+            with _pil_open(photo.path) as im:
                 full_wh = _displayed_size(im)
                 if im.format == "JPEG":
                     # draft picks the largest DCT scale that still gives >= the requested size.
@@ -51,7 +52,11 @@ def decode(photo: Photo, max_side: int = 1280) -> Decoded:
                 rgb = _to_rgb(im)
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeError(_reason(exc)) from None
-    except (OSError, SyntaxError, ValueError, EOFError, TypeError) as exc:
+    except OSError as exc:
+        if exc.errno is not None:
+            raise  # the file system's error (vanished, permission): not a verdict on the photo, not cached
+        raise DecodeError(_reason(exc)) from None
+    except (SyntaxError, ValueError, EOFError, TypeError) as exc:
         raise DecodeError(_reason(exc)) from None
     h, w = rgb.shape[:2]
     long_side = max(w, h)
@@ -60,6 +65,19 @@ def decode(photo: Photo, max_side: int = 1280) -> Decoded:
         rgb = np.asarray(Image.fromarray(rgb).resize((round(w * scale), round(h * scale)), Image.BILINEAR))
         h, w = rgb.shape[:2]
     return Decoded(photo=photo, rgb=rgb, scale=full_wh[0] / w, full_wh=full_wh)
+
+
+def _pil_open(path) -> Image.Image:
+    """Pillow's own ``Image.open``, not the wrapper ultralytics installs on import.
+
+    That wrapper reacts to any unreadable file (random bytes named .jpg) by trying to install and
+    import a HEIF plugin: a network attempt and a crash (ModuleNotFoundError) instead of a reason.
+    """
+    opener = Image.open
+    patches = sys.modules.get("ultralytics.utils.patches")
+    if patches is not None and opener is getattr(patches, "image_open", None):
+        opener = getattr(patches, "_image_open", opener)
+    return opener(path)
 
 
 def _displayed_size(im: Image.Image) -> tuple[int, int]:

@@ -30,14 +30,18 @@ class DiskFullError(OSError):
 
 def copy_into(src: Path, folder: Path, sha256: str) -> Path:
     """Copy ``src`` into ``folder`` byte for byte; return the final path. Idempotent for the same photo."""
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(exc.errno, f"output disk is full while creating {folder}") from None
+        raise
     name = src.name
     dest = folder / name
     if dest.exists():
         if _same(dest, src, sha256):
             return dest
-        stem, suffix = os.path.splitext(name)
-        dest = folder / f"{stem}~{sha256[:10]}{suffix}"
+        dest = folder / suffixed(name, sha256)
         if dest.exists() and _same(dest, src, sha256):
             return dest
     tmp = folder / f"{TMP_PREFIX}{os.getpid()}-{sha256[:16]}"
@@ -71,6 +75,15 @@ def copy_into(src: Path, folder: Path, sha256: str) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return dest
+
+
+def suffixed(name: str, sha256: str, limit: int = 255) -> str:
+    """``stem~<hash>.ext`` for a second photo of the same name, shortened to fit a file name (255 bytes)."""
+    stem, suffix = os.path.splitext(name)
+    tail = f"~{sha256[:10]}{suffix}"
+    while stem and len(os.fsencode(stem + tail)) > limit:
+        stem = stem[:-1]
+    return stem + tail
 
 
 def _same(dest: Path, src: Path, sha256: str) -> bool:

@@ -10,8 +10,9 @@ from pathlib import Path
 from sorter.records import Photo, Problem
 
 OUTPUT_MARKER = ".photosort.lock"  # sorter.classify.LOCK_FILE: its folder is a photosort output folder
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif",
-                            ".heic", ".heif"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
+)
 
 
 def is_image_name(name: str) -> bool:

@@ -25,6 +25,8 @@ from sorter.labels import format_problems, read_labelled, summary
 from sorter.metrics import box_metrics, photo_metrics, predict_labelled
 from sorter.tracking import Tracker
 
+RECOGNISER_FILE = "recogniser.npz"
+
 
 class TrainError(Exception):
     """Training cannot start (no usable labels, bad options)."""
@@ -46,6 +48,8 @@ class TrainSettings:
     band: float = 0.25
     wandb: str = "offline"
     wandb_images: bool = False
+    recogniser: bool = True  # pretrained face embeddings + per-person model; the detector alone is weak
+    precision: float = 0.98  # target photo-level precision the per-person thresholds are calibrated for
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -181,7 +185,21 @@ def train_model(
         settings=config,
     )
     bundle.save()
+    recogniser_cv = None
+    if s.recogniser:
+        from sorter.recognise import FaceRecogniser, fit_recogniser
+
+        # Fit on the training side only, so the validation figures below are honest.
+        train_images = [img for img in labelled.images if sides.get(img.image) != "val"]
+        recogniser_cv = fit_recogniser(labelled, train_images, run_dir / RECOGNISER_FILE,
+                                       target_precision=s.precision, seed=s.seed, log=log)
+        bundle.recogniser = RECOGNISER_FILE
+        accept, low = FaceRecogniser(run_dir / RECOGNISER_FILE).thresholds
+        bundle.per_class_threshold, bundle.per_class_low = accept, low
+        bundle.save()
     metrics = measure(bundle, data_yaml, val_images, device)
+    if recogniser_cv is not None:
+        metrics["recogniser_cv"] = recogniser_cv
     metrics["train_seconds"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(run_dir / "metrics.json", metrics)
     log_metrics(tracker, metrics, bundle.classes, prefix="val")
@@ -248,6 +266,9 @@ def log_metrics(tracker: Tracker, metrics: dict[str, Any], classes: list[str], p
                 p.get("photos", 0),
             ]
         )
+    cv = metrics.get("recogniser_cv")
+    if cv:
+        tracker.summary({f"recogniser/{k}": v for k, v in cv.items() if isinstance(v, (int, float))})
     tracker.table(
         f"{prefix}/per_person",
         [

@@ -234,7 +234,7 @@ def test_assign_is_one_face_per_person(faces, expected):
     ("scores", "accepted", "uncertain", "reason"),
     [
         ({"ava": 0.9}, ["ava"], [], ""),
-        ({"ava": 0.4, "ben": 0.2}, [], ["ava"], "ava 0.40 < 0.50, runner-up ben 0.20"),
+        ({"ava": 0.4, "ben": 0.2}, [], ["ava"], "ava 0.400 < 0.500, runner-up ben 0.200"),
         ({"ava": 0.1}, [], [], "no known person"),
     ],
 )
@@ -299,7 +299,7 @@ def test_end_to_end_on_a_daycare_library(shared, tmp_path):
         "320",
         "--wandb",
         "off",
-    )
+    )  # with the face recogniser (the default)
     out = tmp_path / "sorted"
     run(
         "classify",
@@ -309,7 +309,6 @@ def test_end_to_end_on_a_daycare_library(shared, tmp_path):
         "--model",
         tmp_path / "runs" / "e2e",
         "-q",
-        *LOW,
         code=(0, 3),
     )
     assert tree_digest(lib / "library") == before

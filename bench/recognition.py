@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Recognition benchmark: detector only (the seed project's approach) vs detector + recogniser.
+
+    .venv/bin/python bench/recognition.py [--seeds 1 2 3 --labelled 300 --library 1500 --epochs 10]
+
+For each seed: build a daycare library with ../shared/bench/make_library.py, train once (YOLO +
+recogniser), classify the library twice (without and with the recogniser), score both with
+../shared/bench/eval_sort.py, and split recall into masked and unmasked appearances using truth.csv.
+Writes bench/results/recognition.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT))
+
+
+def masked_recall(lib: Path, sorted_dir: Path, min_height: int = 48) -> dict[str, float]:
+    """Recall of appearances (face >= min_height) split by whether that face wore a mask."""
+    from sorter.decode import sha256_file
+
+    placed: dict[str, set[str]] = {}
+    for f in sorted_dir.rglob("*"):
+        rel = f.relative_to(sorted_dir)
+        if f.is_file() and len(rel.parts) >= 2:
+            placed.setdefault(sha256_file(f), set()).add(rel.parts[0])
+    hits = {True: [0, 0], False: [0, 0]}
+    with open(lib / "truth.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            folders = placed.get(row["sha256"], set())
+            for face in json.loads(row["faces"]):
+                if face["label"] and face["height"] >= min_height:
+                    h = hits[bool(face["masked"])]
+                    h[1] += 1
+                    h[0] += face["label"] in folders
+    return {
+        "recall_masked": round(hits[True][0] / max(1, hits[True][1]), 4),
+        "recall_unmasked": round(hits[False][0] / max(1, hits[False][1]), 4),
+    }
+
+
+def classify(lib: Path, out: Path, bundle, **kw) -> float:
+    from sorter.classify import classify_library
+
+    t = time.perf_counter()
+    classify_library(lib / "library", out, bundle, progress=False, log=lambda m: None, **kw)
+    return time.perf_counter() - t
+
+
+def score(lib: Path, out: Path) -> dict:
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(SHARED / "bench" / "eval_sort.py"),
+            "--truth",
+            str(lib / "truth.csv"),
+            "--library",
+            str(lib / "library"),
+            "--sorted",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    s = json.loads(r.stdout)
+    s.pop("per_person", None)
+    return s | masked_recall(lib, out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--labelled", type=int, default=300)
+    ap.add_argument("--library", type=int, default=1500)
+    ap.add_argument("--people", type=int, default=9)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-recognition")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "recognition.json")
+    args = ap.parse_args()
+    if not (SHARED / "bench" / "make_library.py").is_file():
+        raise SystemExit(f"needs ../shared beside the project ({SHARED})")
+    os.environ.setdefault("PHOTOSORT_HOME", str(ROOT / "runs" / ".home"))
+    import shutil
+
+    from sorter.bundle import Bundle
+    from sorter.train import TrainSettings, train_model
+
+    results = []
+    for seed in args.seeds:
+        lib = args.work / f"daycare-s{seed}-{args.labelled}-{args.library}"
+        if not (lib / "truth.csv").is_file():
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(SHARED / "bench" / "make_library.py"),
+                    "--lfw",
+                    str(SHARED / "data" / "lfw"),
+                    "--out",
+                    str(lib),
+                    "--seed",
+                    str(seed),
+                    "--labelled",
+                    str(args.labelled),
+                    "--library",
+                    str(args.library),
+                    "--people",
+                    str(args.people),
+                    "--jobs",
+                    "2",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        t = time.perf_counter()
+        res = train_model(
+            lib / "labelled",
+            name=f"s{seed}",
+            runs_dir=args.work / "runs",
+            settings=TrainSettings(epochs=args.epochs, imgsz=args.imgsz, seed=seed, wandb="off"),
+            log=lambda m: None,
+        )
+        train_s = time.perf_counter() - t
+        full = Bundle.load(res.run_dir)
+        det_only = Bundle.load(res.run_dir)
+        det_only.recogniser, det_only.per_class_threshold, det_only.per_class_low = None, {}, {}
+        row = {
+            "seed": seed,
+            "train_seconds": round(train_s, 1),
+            "recogniser_cv": res.metrics.get("recogniser_cv", {}).get("precision"),
+        }
+        for name, bundle in (("detector_only", det_only), ("detector_recogniser", full)):
+            out = args.work / f"sorted-s{seed}-{name}"
+            shutil.rmtree(out, ignore_errors=True)
+            secs = classify(lib, out, bundle)
+            row[name] = score(lib, out) | {"classify_seconds": round(secs, 1)}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {"settings": vars(args) | {"work": str(args.work), "out": str(args.out)}, "runs": results},
+            indent=1,
+        )
+        + "\n"
+    )
+    cols = [
+        "precision",
+        "recall",
+        "f1",
+        "uncertain",
+        "lost",
+        "recall_masked",
+        "recall_unmasked",
+        "classify_seconds",
+    ]
+    print(f"\n{'seed':<5}{'approach':<22}" + "".join(f"{c:>16}" for c in cols) + f"{'train s':>10}")
+    for r in results:
+        for name in ("detector_only", "detector_recogniser"):
+            print(
+                f"{r['seed']:<5}{name:<22}"
+                + "".join(f"{r[name][c]:>16}" for c in cols)
+                + f"{r['train_seconds']:>10}"
+            )
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

