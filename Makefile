@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/photosort train $(SAMPLE)/train --name demo --epochs $${DEMO_EPOCHS:-40} --imgsz 416 --batch 8
+	$(BIN)/photosort train $(SAMPLE)/train --name demo --epochs $${DEMO_EPOCHS:-15} --imgsz 416 --batch 8
 	rm -rf runs/demo-sorted
 	$(BIN)/photosort classify $(SAMPLE)/test --out runs/demo-sorted --model $(DEMO) -q; \
 	  status=$$?; [ $$status -eq 0 ] || [ $$status -eq 3 ] || exit $$status

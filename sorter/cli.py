@@ -14,6 +14,30 @@ EXIT_HELP = """
 Exit status: 0 done, 3 done but some files had problems (listed, and in manifest.csv),
 1 failed, 130 interrupted (run the same command again to resume)."""
 
+# Options several commands share, defined once so their wording stays the same everywhere.
+model_option = click.option(
+    "--model",
+    "model",
+    default="runs/photosort",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="A trained model folder (from photosort train).",
+)
+device_option = click.option(
+    "--device", default=None, help="cpu, 0 (first GPU), mps ... [default: a GPU if present, else cpu]"
+)
+
+
+def wandb_option(help_text: str):
+    return click.option(
+        "--wandb",
+        "wandb_mode",
+        type=click.Choice(["offline", "online", "off"]),
+        default="offline",
+        show_default=True,
+        help=help_text,
+    )
+
 
 def _errors(fn):
     """Turn the library's named errors into one-line 'Error: ...' messages."""
@@ -78,9 +102,7 @@ def cli() -> None:
     help="Detector to start from: a YAML builds a fresh one (works offline); a .pt file (e.g. "
     "pretrained COCO weights you downloaded) fine-tunes it and learns much faster.",
 )
-@click.option(
-    "--device", default=None, help="cpu, 0 (first GPU), mps ... [default: a GPU if present, else cpu]"
-)
+@device_option
 @click.option("--seed", default=0, show_default=True, help="Random seed (split, training).")
 @click.option("--batch", default=8, show_default=True, help="Images per training batch.")
 @click.option(
@@ -101,14 +123,9 @@ def cli() -> None:
     show_default=True,
     help="Scores this far below the threshold send the photo to uncertain/ for review.",
 )
-@click.option(
-    "--wandb",
-    "wandb_mode",
-    type=click.Choice(["offline", "online", "off"]),
-    default="offline",
-    show_default=True,
-    help="Experiment tracking. offline keeps it in the run folder (upload later "
-    "with 'wandb sync'); online uploads metrics as it trains.",
+@wandb_option(
+    "Experiment tracking. offline keeps it in the run folder (upload later "
+    "with 'wandb sync'); online uploads metrics as it trains."
 )
 @click.option(
     "--wandb-images",
@@ -187,14 +204,7 @@ def train(
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder: one sub-folder per person, uncertain/, manifest.csv.",
 )
-@click.option(
-    "--model",
-    "model",
-    default="runs/photosort",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="A trained model folder (from photosort train).",
-)
+@model_option
 @click.option(
     "--threshold",
     type=float,
@@ -214,7 +224,7 @@ def train(
     help="Re-pick per-person thresholds for this photo-level precision from the scores stored at "
     "training time (models with a recogniser). Higher: fewer mistakes, more photos in uncertain/.",
 )
-@click.option("--device", default=None, help="cpu, 0 (first GPU), ... [default: a GPU if present]")
+@device_option
 @click.option("--batch", default=4, show_default=True, help="Photos per detector batch.")
 @click.option("--dry-run", is_flag=True, help="Write only manifest.csv; copy nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -258,24 +268,10 @@ def classify(
 
 @cli.command()
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--model",
-    "model",
-    default="runs/photosort",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="A trained model folder.",
-)
-@click.option("--device", default=None, help="cpu, 0 (first GPU), ... [default: a GPU if present]")
+@model_option
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-@click.option(
-    "--wandb",
-    "wandb_mode",
-    type=click.Choice(["offline", "online", "off"]),
-    default="offline",
-    show_default=True,
-    help="Log the evaluation to wandb (offline: into the model folder).",
-)
+@wandb_option("Log the evaluation to wandb (offline: into the model folder).")
 @_errors
 def evaluate(data: Path, model: Path, device: str | None, as_json: bool, wandb_mode: str) -> None:
     """Measure a model on DATA, a labelled folder it was not trained on.

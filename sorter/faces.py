@@ -82,8 +82,12 @@ class FaceDetector:
 
                 if self.threads:
                     torch.set_num_threads(self.threads)
-                self._model = MTCNN(keep_all=True, min_face_size=self.min_face_size,
-                                    thresholds=list(self.thresholds), device="cpu")
+                self._model = MTCNN(
+                    keep_all=True,
+                    min_face_size=self.min_face_size,
+                    thresholds=list(self.thresholds),
+                    device="cpu",
+                )
         return self
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -95,8 +99,9 @@ class FaceDetector:
         if s < 1.0:
             from PIL import Image
 
-            img = np.asarray(Image.fromarray(rgb).resize((max(1, round(w * s)), max(1, round(h * s))),
-                                                         Image.BILINEAR))
+            img = np.asarray(
+                Image.fromarray(rgb).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+            )
         import torch
 
         with torch.inference_mode():
@@ -168,8 +173,12 @@ class FaceEmbedder:
         self.load()
         if not chips:
             return np.zeros((0, 128), np.float32)
-        return np.stack([np.asarray(self._net.compute_face_descriptor(np.ascontiguousarray(c)), np.float32)
-                         for c in chips])
+        return np.stack(
+            [
+                np.asarray(self._net.compute_face_descriptor(np.ascontiguousarray(c)), np.float32)
+                for c in chips
+            ]
+        )
 
     def embed(self, rgb: np.ndarray, boxes_xyxy: Sequence[Sequence[float]]) -> np.ndarray:
         """128-d descriptors ``[n, 128]`` float32, one per box (boxes in ``rgb`` pixel coordinates)."""
@@ -207,10 +216,30 @@ def mask_score(chip: np.ndarray) -> float:
 # The synthetic mask: the polygon make_library.py-style masks cover, expressed in a labeller face box
 # (x0, y0 at the box corner, 1.0 = box width/height). From the LFW deep-funneled geometry: face box
 # (80, 68)-(170, 196), mask from just below the eyes to under the chin.
-_MASK_POLY = [(84, 130), (104, 122), (125, 119), (146, 122), (166, 130), (168, 172), (158, 192), (140, 203),
-              (125, 205), (110, 203), (92, 192), (82, 172)]
-MASK_COLOURS = [(235, 238, 242), (170, 200, 230), (40, 40, 45), (230, 190, 200), (120, 150, 190),
-                (60, 90, 140), (250, 250, 250), (90, 90, 95)]
+_MASK_POLY = [
+    (84, 130),
+    (104, 122),
+    (125, 119),
+    (146, 122),
+    (166, 130),
+    (168, 172),
+    (158, 192),
+    (140, 203),
+    (125, 205),
+    (110, 203),
+    (92, 192),
+    (82, 172),
+]
+MASK_COLOURS = [
+    (235, 238, 242),
+    (170, 200, 230),
+    (40, 40, 45),
+    (230, 190, 200),
+    (120, 150, 190),
+    (60, 90, 140),
+    (250, 250, 250),
+    (90, 90, 95),
+]
 
 
 def draw_synthetic_mask(rgb: np.ndarray, label_box: Box, rng: np.random.Generator) -> np.ndarray:

@@ -65,8 +65,10 @@ def load_recogniser(bundle: Bundle) -> Recogniser | None:
 
 # ----------------------------------------------------------------------------------------------- features
 
-def _features(embedder: FaceEmbedder, rgb: np.ndarray, boxes: Sequence[Sequence[float]]
-              ) -> tuple[np.ndarray, np.ndarray]:
+
+def _features(
+    embedder: FaceEmbedder, rgb: np.ndarray, boxes: Sequence[Sequence[float]]
+) -> tuple[np.ndarray, np.ndarray]:
     """``[n, 256]`` features (raw + canonical-mask embedding) and ``[n]`` mask scores for detector boxes."""
     chips = embedder.chips(rgb, boxes)
     if not chips:
@@ -88,6 +90,7 @@ def _load_rgb(path: Path, max_side: int = EMBED_MAX_SIDE) -> tuple[np.ndarray, f
 
 
 # ------------------------------------------------------------------------------------------------- model
+
 
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
@@ -135,11 +138,17 @@ def _fit_model(x: np.ndarray, y: np.ndarray, c: float, gamma: float, seed: int) 
     if len(m.classes_) == 2:  # sklearn stores one row for two classes; make it a 2-way softmax
         coef = np.stack([-coef[0] / 2, coef[0] / 2])
         intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-    return _KernelLR(coef=coef.astype(np.float64), intercept=intercept.astype(np.float64),
-                     prototypes=x.astype(np.float32), gamma=gamma, classes=[str(c_) for c_ in m.classes_])
+    return _KernelLR(
+        coef=coef.astype(np.float64),
+        intercept=intercept.astype(np.float64),
+        prototypes=x.astype(np.float32),
+        gamma=gamma,
+        classes=[str(c_) for c_ in m.classes_],
+    )
 
 
 # -------------------------------------------------------------------------------------- photo-level maths
+
 
 def _photo_scores(photo_of: np.ndarray, proba: np.ndarray, people: list[str], n_photos: int) -> np.ndarray:
     """``[n_photos, n_people]`` best score per person per photo after the decide stage's 1:1 assignment."""
@@ -150,8 +159,12 @@ def _photo_scores(photo_of: np.ndarray, proba: np.ndarray, people: list[str], n_
         idx = np.flatnonzero(photo_of == i)
         if len(idx) == 0:
             continue
-        faces = [Face(xyxy=(0, 0, 1, 1), det_score=1.0,
-                      scores={p: float(proba[k, j]) for j, p in enumerate(people)}) for k in idx]
+        faces = [
+            Face(
+                xyxy=(0, 0, 1, 1), det_score=1.0, scores={p: float(proba[k, j]) for j, p in enumerate(people)}
+            )
+            for k in idx
+        ]
         for p, s in assign(faces).items():
             out[i, people.index(p)] = s
     return out
@@ -177,32 +190,51 @@ def _lowest_threshold(scores: np.ndarray, truth: np.ndarray, target: float, floo
     return 1.0 if best is None else max(floor, float(s[best]))
 
 
-def _pick(scores: np.ndarray, truth: np.ndarray, people: list[str], target: float,
-          review_precision: float) -> tuple[dict[str, float], dict[str, float]]:
-    """Per-person accept threshold: the stricter of the person's own and the pooled one (few photos per
-    person make the person's own curve noisy; pooling alone would ignore a hard-to-tell child).
-    Review threshold: where precision falls to ``review_precision``, capped below accept."""
+def _pick(
+    scores: np.ndarray, truth: np.ndarray, people: list[str], target: float, max_uncertain: float
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-person accept and review thresholds from cross-validated photo scores.
+
+    Accept: the stricter of the person's own lowest threshold meeting ``target`` and the pooled one
+    (a person has only tens of photos, so their own curve is noisy; pooling alone would ignore a
+    hard-to-tell child). Review: ``accept - band``, with one band for everybody, the widest that sends
+    at most ``max_uncertain`` of the validation photos to uncertain/.
+    """
     pooled = _lowest_threshold(scores.ravel(), truth.ravel(), target)
-    pooled_low = _lowest_threshold(scores.ravel(), truth.ravel(), review_precision)
-    accept, low = {}, {}
-    for j, p in enumerate(people):
-        own = _lowest_threshold(scores[:, j], truth[:, j], target)
-        accept[p] = round(max(pooled, own), 4)
-        own_low = _lowest_threshold(scores[:, j], truth[:, j], review_precision)
-        low[p] = round(min(accept[p], max(pooled_low, own_low)), 4)
+    accept = {
+        p: round(max(pooled, _lowest_threshold(scores[:, j], truth[:, j], target)), 4)
+        for j, p in enumerate(people)
+    }
+    acc = np.array([accept[p] for p in people])
+    band = 0.0
+    for b in np.linspace(0.0, 0.9, 91):
+        lo = np.maximum(acc - b, 0.02)
+        unsure = ((scores >= lo) & (scores < acc)).any(1).mean() if len(scores) else 0.0
+        if unsure > max_uncertain:
+            break
+        band = float(b)
+    low = {p: round(max(accept[p] - band, 0.02), 4) for p in people}
     return accept, low
 
 
-def _rates(scores: np.ndarray, truth: np.ndarray, masked: np.ndarray | None, people: list[str],
-           accept: dict[str, float]) -> dict[str, Any]:
+def _rates(
+    scores: np.ndarray,
+    truth: np.ndarray,
+    masked: np.ndarray | None,
+    people: list[str],
+    accept: dict[str, float],
+) -> dict[str, Any]:
     thr = np.array([accept[p] for p in people])
     got = scores >= thr
     out: dict[str, Any] = {"per_person": {}}
     for j, p in enumerate(people):
         tp = int((got[:, j] & truth[:, j]).sum())
-        out["per_person"][p] = {"precision": round(tp / max(1, int(got[:, j].sum())), 4),
-                                "recall": round(tp / max(1, int(truth[:, j].sum())), 4),
-                                "photos": int(truth[:, j].sum()), "accept": accept[p]}
+        out["per_person"][p] = {
+            "precision": round(tp / max(1, int(got[:, j].sum())), 4),
+            "recall": round(tp / max(1, int(truth[:, j].sum())), 4),
+            "photos": int(truth[:, j].sum()),
+            "accept": accept[p],
+        }
     tp = int((got & truth).sum())
     out["precision"] = round(tp / max(1, int(got.sum())), 4)
     out["recall"] = round(tp / max(1, int(truth.sum())), 4)
@@ -215,6 +247,7 @@ def _rates(scores: np.ndarray, truth: np.ndarray, masked: np.ndarray | None, peo
 
 # --------------------------------------------------------------------------------------------------- fit
 
+
 @dataclass
 class _Sample:
     photo: int
@@ -224,8 +257,14 @@ class _Sample:
     masked: float
 
 
-def _collect(images: list[LabelledImage], people: list[str], detector: FaceDetector, embedder: FaceEmbedder,
-             seed: int, log: Callable[[str], Any]) -> list[_Sample]:
+def _collect(
+    images: list[LabelledImage],
+    people: list[str],
+    detector: FaceDetector,
+    embedder: FaceEmbedder,
+    seed: int,
+    log: Callable[[str], Any],
+) -> list[_Sample]:
     rng = np.random.default_rng(seed)
     out: list[_Sample] = []
     t0 = time.perf_counter()
@@ -248,17 +287,26 @@ def _collect(images: list[LabelledImage], people: list[str], detector: FaceDetec
         for k, (name, use, lb) in enumerate(items):
             aug_rgb = draw_synthetic_mask(rgb, lb, rng)
             raw_aug = embedder.embed(aug_rgb, [use])[0]
-            out.append(_Sample(photo=i, label=name, x=x[k], x_aug=np.concatenate([raw_aug, x[k, 128:]]),
-                               masked=float(m[k])))
+            out.append(
+                _Sample(
+                    photo=i,
+                    label=name,
+                    x=x[k],
+                    x_aug=np.concatenate([raw_aug, x[k, 128:]]),
+                    masked=float(m[k]),
+                )
+            )
         if (i + 1) % 50 == 0:
-            log(f"recogniser: embedded faces of {i + 1}/{len(images)} photos "
-                f"({time.perf_counter() - t0:.0f} s)")
+            log(
+                f"recogniser: embedded faces of {i + 1}/{len(images)} photos "
+                f"({time.perf_counter() - t0:.0f} s)"
+            )
     return out
 
 
-
-def _fit_and_validate(samples: list[_Sample], people: list[str], n_photos: int, c: float, gamma: float,
-                      folds: int, seed: int) -> tuple[_KernelLR, np.ndarray, np.ndarray]:
+def _fit_and_validate(
+    samples: list[_Sample], people: list[str], n_photos: int, c: float, gamma: float, folds: int, seed: int
+) -> tuple[_KernelLR, np.ndarray, np.ndarray]:
     """Final model on everything + out-of-fold photo-level scores ``[n_photos, n_people]`` and the
     out-of-fold face probabilities (for masked/unmasked figures).
 
@@ -290,10 +338,18 @@ def _fit_and_validate(samples: list[_Sample], people: list[str], n_photos: int, 
     return model, _photo_scores(g, oof, people, n_photos), oof
 
 
-def fit_recogniser(labelled: LabelledSet, train_images: list[LabelledImage], out_path: Path,
-                   target_precision: float = 0.98, seed: int = 0, log: Callable[[str], Any] = print,
-                   review_precision: float = 0.5, c: float = 10.0, gamma: float = 2.0,
-                   folds: int = 5) -> dict[str, Any]:
+def fit_recogniser(
+    labelled: LabelledSet,
+    train_images: list[LabelledImage],
+    out_path: Path,
+    target_precision: float = 0.98,
+    seed: int = 0,
+    log: Callable[[str], Any] = print,
+    max_uncertain: float = 0.06,
+    c: float = 10.0,
+    gamma: float = 2.0,
+    folds: int = 5,
+) -> dict[str, Any]:
     """Train the per-person face model from labelled photos and save it to ``out_path`` (.npz).
 
     Embeds every labelled face (+ a synthetic-mask copy) and every unlabelled face MTCNN finds in those
@@ -310,11 +366,20 @@ def fit_recogniser(labelled: LabelledSet, train_images: list[LabelledImage], out
     detector, embedder = FaceDetector(), FaceEmbedder()
     samples = _collect(train_images, people, detector, embedder, seed, log)
     n_str = sum(s.label == STRANGER for s in samples)
-    log(f"recogniser: {len(samples) - n_str} labelled faces, {n_str} strangers from "
-        f"{len(train_images)} photos ({time.perf_counter() - t0:.0f} s)")
+    log(
+        f"recogniser: {len(samples) - n_str} labelled faces, {n_str} strangers from "
+        f"{len(train_images)} photos ({time.perf_counter() - t0:.0f} s)"
+    )
     if n_str == 0:  # no negatives at all: a stranger class still needs one example to exist
-        samples.append(_Sample(photo=-1, label=STRANGER, x=np.zeros(256, np.float32),
-                               x_aug=np.zeros(256, np.float32), masked=0.0))
+        samples.append(
+            _Sample(
+                photo=-1,
+                label=STRANGER,
+                x=np.zeros(256, np.float32),
+                x_aug=np.zeros(256, np.float32),
+                masked=0.0,
+            )
+        )
     n_photos = len(train_images)
     model, val_scores, oof = _fit_and_validate(samples, people, n_photos, c, gamma, folds, seed)
     truth = np.zeros((n_photos, len(people)), bool)
@@ -323,26 +388,53 @@ def fit_recogniser(labelled: LabelledSet, train_images: list[LabelledImage], out
         if s.label != STRANGER and s.photo >= 0:
             truth[s.photo, people.index(s.label)] = True
             masked[s.photo, people.index(s.label)] = s.masked >= MASKED_AT
-    accept, low = _pick(val_scores, truth, people, target_precision, review_precision)
+    accept, low = _pick(val_scores, truth, people, target_precision, max_uncertain)
     metrics = _rates(val_scores, truth, masked, people, accept)
-    metrics.update(target_precision=target_precision, faces=len(samples) - n_str, strangers=n_str,
-                   photos=n_photos, seconds=round(time.perf_counter() - t0, 1))
-    meta = {"format": FORMAT, "people": people, "classes": model.classes, "accept": accept, "low": low,
-            "target_precision": target_precision, "review_precision": review_precision, "c": c,
-            "gamma": gamma,
-            "seed": seed, "features": "dlib128+canonical-mask-dlib128", "metrics": metrics,
-            "detector": {"thresholds": list(detector.thresholds), "min_face_size": detector.min_face_size,
-                         "max_side": detector.max_side}}
+    metrics.update(
+        target_precision=target_precision,
+        faces=len(samples) - n_str,
+        strangers=n_str,
+        photos=n_photos,
+        seconds=round(time.perf_counter() - t0, 1),
+    )
+    meta = {
+        "format": FORMAT,
+        "people": people,
+        "classes": model.classes,
+        "accept": accept,
+        "low": low,
+        "target_precision": target_precision,
+        "max_uncertain": max_uncertain,
+        "c": c,
+        "gamma": gamma,
+        "seed": seed,
+        "features": "dlib128+canonical-mask-dlib128",
+        "metrics": metrics,
+        "detector": {
+            "thresholds": list(detector.thresholds),
+            "min_face_size": detector.min_face_size,
+            "max_side": detector.max_side,
+        },
+    }
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.stem}.tmp.npz")
-    np.savez(tmp, coef=model.coef, intercept=model.intercept, prototypes=model.prototypes,
-             val_scores=val_scores, val_truth=truth,
-             val_masked=masked, meta=np.array(json.dumps(meta)))
+    np.savez(
+        tmp,
+        coef=model.coef,
+        intercept=model.intercept,
+        prototypes=model.prototypes,
+        val_scores=val_scores,
+        val_truth=truth,
+        val_masked=masked,
+        meta=np.array(json.dumps(meta)),
+    )
     tmp.replace(out_path)
-    log(f"recogniser: saved {out_path}; CV precision {metrics['precision']:.3f} "
+    log(
+        f"recogniser: saved {out_path}; CV precision {metrics['precision']:.3f} "
         f"recall {metrics['recall']:.3f} "
-        f"(masked {metrics.get('recall_masked', 0):.3f}, unmasked {metrics.get('recall_unmasked', 0):.3f})")
+        f"(masked {metrics.get('recall_masked', 0):.3f}, unmasked {metrics.get('recall_unmasked', 0):.3f})"
+    )
     return metrics
 
 
@@ -355,15 +447,20 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return meta, arrays
 
 
-def repick_thresholds(path: Path, target_precision: float,
-                      review_precision: float | None = None) -> tuple[dict[str, float], dict[str, float]]:
-    """Per-person (accept, low) thresholds for another target precision, from the stored CV scores."""
+def repick_thresholds(
+    path: Path, target_precision: float, max_uncertain: float | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-person (accept, low) thresholds for another target precision, from the stored CV scores.
+
+    ``max_uncertain`` (share of photos allowed in the review band) defaults to the one used in training.
+    """
     meta, arrays = _read(path)
-    rp = meta["review_precision"] if review_precision is None else review_precision
-    return _pick(arrays["val_scores"], arrays["val_truth"].astype(bool), meta["people"], target_precision, rp)
+    mu = meta["max_uncertain"] if max_uncertain is None else max_uncertain
+    return _pick(arrays["val_scores"], arrays["val_truth"].astype(bool), meta["people"], target_precision, mu)
 
 
 # ---------------------------------------------------------------------------------------------- classify
+
 
 @dataclass
 class FaceRecogniser:
@@ -384,9 +481,13 @@ class FaceRecogniser:
         if self._model is None:
             meta, arrays = _read(self.path)
             self._meta = meta
-            self._model = _KernelLR(coef=arrays["coef"], intercept=arrays["intercept"],
-                                    prototypes=arrays["prototypes"], gamma=float(meta["gamma"]),
-                                    classes=meta["classes"])
+            self._model = _KernelLR(
+                coef=arrays["coef"],
+                intercept=arrays["intercept"],
+                prototypes=arrays["prototypes"],
+                gamma=float(meta["gamma"]),
+                classes=meta["classes"],
+            )
         return self
 
     @property
@@ -403,18 +504,29 @@ class FaceRecogniser:
         rgb = np.asarray(image.rgb)
         scale = float(image.scale)
         det, det_p = self.detector.detect(rgb)
-        # Merge: YOLO boxes are labeller-style, MTCNN's are tighter; compare like with like.
+        # Merge: YOLO boxes are labeller-style, MTCNN's are tighter; compare like with like. YOLO may
+        # report one face twice (one box per class): duplicates fold into the stronger one.
         merged: list[tuple[Face, tuple[float, ...]]] = []  # (face, detector-style box in full-size px)
-        used = set()
-        for f in faces:
+        used: set[int] = set()
+        for f in sorted(faces, key=lambda f: -f.det_score):
             dbox = to_detector_box(f.xyxy)
-            j = max(range(len(det)), key=lambda k: iou(det[k] * scale, dbox), default=None)
-            if j is not None and j not in used and iou(det[j] * scale, dbox) >= MERGE_IOU:
+            dup = next((k for k, (_, d) in enumerate(merged) if iou(d, dbox) >= MERGE_IOU), None)
+            if dup is not None:
+                kept = merged[dup][0]
+                for name, sc in f.scores.items():
+                    kept.scores[name] = max(sc, kept.scores.get(name, 0.0))
+                continue
+            j = max(
+                (k for k in range(len(det)) if k not in used),
+                key=lambda k: iou(det[k] * scale, dbox),
+                default=None,
+            )
+            face = Face(xyxy=f.xyxy, det_score=f.det_score, scores=dict(f.scores), masked=f.masked)
+            if j is not None and iou(det[j] * scale, dbox) >= MERGE_IOU:
                 used.add(j)
                 dbox = tuple(float(v) * scale for v in det[j])
-                f = Face(xyxy=f.xyxy, det_score=max(f.det_score, float(det_p[j])), scores=dict(f.scores),
-                         masked=f.masked)
-            merged.append((f, dbox))
+                face.det_score = max(f.det_score, float(det_p[j]))
+            merged.append((face, dbox))
         for j in range(len(det)):
             if j in used:
                 continue

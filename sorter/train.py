@@ -191,8 +191,14 @@ def train_model(
 
         # Fit on the training side only, so the validation figures below are honest.
         train_images = [img for img in labelled.images if sides.get(img.image) != "val"]
-        recogniser_cv = fit_recogniser(labelled, train_images, run_dir / RECOGNISER_FILE,
-                                       target_precision=s.precision, seed=s.seed, log=log)
+        recogniser_cv = fit_recogniser(
+            labelled,
+            train_images,
+            run_dir / RECOGNISER_FILE,
+            target_precision=s.precision,
+            seed=s.seed,
+            log=log,
+        )
         bundle.recogniser = RECOGNISER_FILE
         accept, low = FaceRecogniser(run_dir / RECOGNISER_FILE).thresholds
         bundle.per_class_threshold, bundle.per_class_low = accept, low
