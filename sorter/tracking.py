@@ -20,7 +20,7 @@ class Tracker:
     ):
         if mode not in MODES:
             raise ValueError(f"wandb mode must be one of {', '.join(MODES)}, not {mode!r}")
-        self.mode, self.images, self.run = mode, images, None
+        self.mode, self.log_images, self.run = mode, images, None
         self.dir: Path | None = None
         if mode == "off":
             return
@@ -48,6 +48,37 @@ class Tracker:
     def log(self, data: dict[str, Any], step: int | None = None) -> None:
         if self.run is not None:
             self.run.log(data, step=step)
+
+    def images(self, key: str, images: list[tuple[Path, list[dict[str, Any]]]]) -> int:
+        """Log photos with their labelled boxes, only when the user asked (--wandb-images).
+
+        Returns how many were logged (0 unless asked): children's faces never leave by default.
+        """
+        if self.run is None or not self.log_images:
+            return 0
+        import wandb
+
+        logged = []
+        for path, boxes in images:
+            box_data = [
+                {
+                    "position": {
+                        "minX": b["xyxy"][0],
+                        "minY": b["xyxy"][1],
+                        "maxX": b["xyxy"][2],
+                        "maxY": b["xyxy"][3],
+                    },
+                    "domain": "pixel",
+                    "class_id": b["class_id"],
+                    "box_caption": b["name"],
+                }
+                for b in boxes
+            ]
+            logged.append(
+                wandb.Image(str(path), boxes={"labels": {"box_data": box_data}} if box_data else None)
+            )
+        self.run.log({key: logged})
+        return len(logged)
 
     def table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
         if self.run is not None:

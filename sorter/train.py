@@ -209,6 +209,19 @@ def train_model(
     metrics["train_seconds"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(run_dir / "metrics.json", metrics)
     log_metrics(tracker, metrics, bundle.classes, prefix="val")
+    tracker.images(  # a no-op unless --wandb-images: these are children's faces
+        "val/examples",
+        [
+            (
+                img.image,
+                [
+                    {"xyxy": b.xyxy, "name": b.name, "class_id": bundle.classes.index(b.name)}
+                    for b in img.boxes
+                ],
+            )
+            for img in val_images[:8]
+        ],
+    )
     note = tracker.finish()
     return TrainResult(
         run_dir=run_dir,

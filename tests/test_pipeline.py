@@ -333,3 +333,19 @@ def test_end_to_end_on_a_daycare_library(shared, tmp_path):
     rows = manifest(out)
     assert len(rows) == 40 and all(r["status"] in ("sorted", "uncertain", "no_person") for r in rows)
     assert all(os.path.isfile(out / c) for r in rows for c in filter(None, r["copies"].split(";")))
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_images_reach_wandb_only_when_asked(tmp_path, asked):
+    from conftest import SAMPLE
+
+    from sorter.tracking import Tracker
+
+    photo = sorted((SAMPLE / "test").glob("*.jpg"))[0]
+    tracker = Tracker("offline", tmp_path, "imgs", {}, job_type="test", images=asked)
+    n = tracker.images(
+        "val/examples", [(photo, [{"xyxy": (1, 1, 20, 20), "name": "with_mask", "class_id": 0}])]
+    )
+    tracker.finish()
+    media = [p for p in tmp_path.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")]
+    assert (n, bool(media)) == ((1, True) if asked else (0, False))
