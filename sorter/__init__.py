@@ -10,16 +10,11 @@ Each stage is a module; small dataclasses in :mod:`sorter.records` carry data be
 
 from __future__ import annotations
 
-from typing import Any
-
 __version__ = "0.1.0"
+
+# The API functions share their names with the modules that implement them (sorter.train is both).
+# Importing them here, after those modules, makes the package attribute the function for good.
+# This stays light: torch, ultralytics and dlib are only imported inside functions, when first used.
+from sorter.api import classify, evaluate, train  # noqa: E402
+
 __all__ = ["classify", "evaluate", "train", "__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy: importing the package must stay instant and must not import torch/ultralytics.
-    if name in ("classify", "evaluate", "train"):
-        from sorter import api
-
-        return getattr(api, name)
-    raise AttributeError(name)

@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import yaml
-from PIL import Image
 
+from sorter.decode import open_image
 from sorter.labels import TRANSPOSE_FOR_ORIENTATION, exif_orientation
 from sorter.records import LabelledImage, LabelledSet
 
@@ -100,7 +100,7 @@ def build_yolo_dataset(ls: LabelledSet, out: Path, val_fraction: float = 0.2, se
     records = []
     for i, im in enumerate(ordered):
         side = sides[im.image]
-        with Image.open(im.image) as probe:
+        with open_image(im.image) as probe:
             orientation = exif_orientation(probe)
         suffix = im.image.suffix.lower() if orientation == 1 else ".png"
         name = f"{i:05d}_{im.image.stem}{suffix}"
@@ -150,7 +150,7 @@ def _rel(path: Path, root: Path) -> Path:
 def _place_image(src: Path, dst: Path, orientation: int) -> None:
     if orientation != 1:
         # Boxes are in displayed coordinates, so the pixels must be too; PNG keeps them lossless.
-        with Image.open(src) as im:
+        with open_image(src) as im:
             flipped = im.transpose(TRANSPOSE_FOR_ORIENTATION[orientation])
         if flipped.mode not in _PNG_MODES:
             flipped = flipped.convert("RGB")

@@ -41,7 +41,7 @@ def decode(photo: Photo, max_side: int = 1280) -> Decoded:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with _pil_open(photo.path) as im:
+            with open_image(photo.path) as im:
                 full_wh = _displayed_size(im)
                 if im.format == "JPEG":
                     # draft picks the largest DCT scale that still gives >= the requested size.
@@ -67,7 +67,7 @@ def decode(photo: Photo, max_side: int = 1280) -> Decoded:
     return Decoded(photo=photo, rgb=rgb, scale=full_wh[0] / w, full_wh=full_wh)
 
 
-def _pil_open(path) -> Image.Image:
+def open_image(path) -> Image.Image:
     """Pillow's own ``Image.open``, not the wrapper ultralytics installs on import.
 
     That wrapper reacts to any unreadable file (random bytes named .jpg) by trying to install and

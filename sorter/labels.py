@@ -22,6 +22,7 @@ import defusedxml
 import defusedxml.ElementTree as safe_et
 from PIL import Image
 
+from sorter.decode import open_image
 from sorter.records import LabelBox, LabelledImage, LabelledSet, Problem
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -576,7 +577,7 @@ def read_image_info(path: Path) -> _ImageInfo | str:
     if not data:
         return "cannot read image: empty file"
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(io.BytesIO(data)) as im:
             raw_w, raw_h = im.size
             # Decoding is the only way to catch truncation; JPEG draft mode keeps it cheap.
             im.draft("RGB", (max(1, raw_w // 8), max(1, raw_h // 8)))
