@@ -176,6 +176,7 @@ def classify_library(
                             key,
                             dry_run,
                             log,
+                            cached=True,
                         )
                         continue
                     ts = time.perf_counter()
@@ -244,6 +245,7 @@ def _finish(
     key: str,
     dry_run: bool,
     log,
+    cached: bool = False,
 ) -> None:
     decision = decide(photo, faces, accept, low)
     old = [Path(p) for p in index.copies(photo.rel.as_posix())]
@@ -252,7 +254,13 @@ def _finish(
     if not dry_run:
         try:
             for folder in decision.folders:
-                copies.append(placing.copy_into(photo.path, report.out / folder, sha))
+                # An unchanged photo (index hit: same size and mtime) whose copy the journal says we
+                # completed, still there at the right size, is trusted: a re-run reads no photo bytes.
+                done = [report.out / p for p in old if p.parts[0] == folder]
+                if cached and done and done[0].is_file() and done[0].stat().st_size == photo.size:
+                    copies.append(done[0])
+                else:
+                    copies.append(placing.copy_into(photo.path, report.out / folder, sha))
         except placing.ChangedError:
             _problem(
                 report, rows, Problem(photo.path, "changed while being sorted; run again to sort it"), log
@@ -263,7 +271,8 @@ def _finish(
             return
         rel_copies = [str(c.relative_to(report.out)) for c in copies]
         placing.remove_stale([report.out / p for p in old if str(p) not in rel_copies], report.out)
-        index.store(photo.rel.as_posix(), photo.size, photo.mtime_ns, sha, key, faces, None, rel_copies)
+        if not (cached and rel_copies == [str(p) for p in old]):
+            index.store(photo.rel.as_posix(), photo.size, photo.mtime_ns, sha, key, faces, None, rel_copies)
     report.stage_seconds["place"] += time.perf_counter() - ts
     report.photos += 1
     for p in decision.accepted:
