@@ -7,9 +7,8 @@ once in a photo, so faces are assigned to people jointly (:func:`assign`) before
 
 from __future__ import annotations
 
-from itertools import permutations
-
 import numpy as np
+from scipy.optimize import linear_sum_assignment  # scipy comes with scikit-learn
 
 from sorter.records import Decision, Face, Photo
 
@@ -25,27 +24,11 @@ def assign(faces: list[Face]) -> dict[str, float]:
         return {}
     score = np.array([[f.scores.get(n, 0.0) for n in names] for f in faces])
     best: dict[str, float] = {}
-    try:
-        from scipy.optimize import linear_sum_assignment
-
-        rows, cols = linear_sum_assignment(-score)
-        pairs = list(zip(rows, cols, strict=True))
-    except ImportError:  # scipy comes with scikit-learn; this is only a tiny fallback
-        pairs = _brute_force(score)
-    for r, c in pairs:
+    rows, cols = linear_sum_assignment(-score)
+    for r, c in zip(rows, cols, strict=True):
         if score[r, c] > 0:
             best[names[c]] = float(score[r, c])
     return best
-
-
-def _brute_force(score: np.ndarray) -> list[tuple[int, int]]:
-    n_f, n_p = score.shape
-    best, best_pairs = -1.0, []
-    for perm in permutations(range(n_p), min(n_f, n_p)):
-        total = sum(score[i, p] for i, p in enumerate(perm))
-        if total > best:
-            best, best_pairs = total, list(enumerate(perm))
-    return best_pairs
 
 
 def decide(photo: Photo, faces: list[Face], accept: dict[str, float], low: dict[str, float]) -> Decision:

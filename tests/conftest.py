@@ -117,3 +117,15 @@ def library_state(root: Path) -> dict[str, tuple]:
                     digest = "unreadable"
                 out[os.fsdecode(rel)] = ("file", digest, st.st_size, st.st_mode, st.st_mtime_ns)
     return out
+
+
+def make_files(root: Path, files: dict[str, str | bytes]) -> Path:
+    """Write ``{relative path: text or bytes}`` under root (label tests build folders this way)."""
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root

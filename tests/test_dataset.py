@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import make_files as make
 from PIL import Image
 
 from sorter.dataset import build_yolo_dataset, split
@@ -34,17 +35,6 @@ def voc(*objects: tuple) -> str:
         for n, a, b, c, d in objects
     )
     return f"<annotation><size><width>0</width><height>0</height></size>{objs}</annotation>"
-
-
-def make(root: Path, files: dict[str, str | bytes]) -> Path:
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-    return root
 
 
 def library(root: Path) -> LabelledSet:

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import make_files as make
 from PIL import Image, ImageDraw, ImageOps
 
 from sorter.labels import format_problems, read_labelled, summary, to_displayed
@@ -76,17 +77,6 @@ def createml(entries: list[tuple[str, list[tuple]]]) -> str:
             for image, anns in entries
         ]
     )
-
-
-def make(root: Path, files: dict[str, str | bytes]) -> Path:
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-    return root
 
 
 def boxes_of(ls: LabelledSet, rel: str) -> list[tuple[str, tuple[float, ...]]]:
