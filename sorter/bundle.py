@@ -47,16 +47,14 @@ class Bundle:
 
     def thresholds(self, threshold: float | None = None, band: float | None = None) -> tuple[dict, dict]:
         """Per-person accept and review thresholds; explicit arguments override the stored ones."""
+        explicit = threshold is not None or band is not None
         band = self.band if band is None else band
         accept, low = {}, {}
         for c in self.classes:
             t = threshold if threshold is not None else self.per_class_threshold.get(c, self.threshold)
             accept[c] = t
-            low[c] = (
-                max(0.0, t - band)
-                if threshold is not None or c not in self.per_class_low
-                else self.per_class_low[c]
-            )
+            # Calibrated review thresholds stand unless the user set --threshold or --band.
+            low[c] = self.per_class_low[c] if not explicit and c in self.per_class_low else max(0.0, t - band)
         return accept, low
 
     def save(self) -> None:

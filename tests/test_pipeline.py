@@ -349,3 +349,16 @@ def test_images_reach_wandb_only_when_asked(tmp_path, asked):
     tracker.finish()
     media = [p for p in tmp_path.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")]
     assert (n, bool(media)) == ((1, True) if asked else (0, False))
+
+
+@pytest.mark.parametrize(
+    ("threshold", "band", "expected"),
+    [
+        (None, None, ({"ava": 0.8}, {"ava": 0.6})),  # calibrated values
+        (None, 0.1, ({"ava": 0.8}, {"ava": pytest.approx(0.7)})),  # --band alone is honoured
+        (0.5, None, ({"ava": 0.5}, {"ava": 0.25})),
+    ],
+)
+def test_bundle_thresholds_follow_the_options(tmp_path, threshold, band, expected):
+    b = Bundle(path=tmp_path, classes=["ava"], per_class_threshold={"ava": 0.8}, per_class_low={"ava": 0.6})
+    assert b.thresholds(threshold, band) == expected
