@@ -49,6 +49,54 @@ def masked_recall(lib: Path, sorted_dir: Path, min_height: int = 48) -> dict[str
     }
 
 
+def fusion(lib: Path, out: Path, target: float = 0.98) -> dict:
+    """Does mixing the detector's class scores into the recogniser's help? Measured, not assumed.
+
+    From the faces stored in the index (each keeps the recogniser's scores and, when YOLO found it too,
+    YOLO's class scores), photo-level scores per person are recomputed as (1 - w) * recogniser + w * YOLO
+    for several w, and the recall reachable at ``target`` precision with one global threshold chosen
+    on the library itself (an optimistic bound, the same for every w) is reported per w.
+    """
+    import sqlite3
+
+    import numpy as np
+
+    from sorter.classify import INDEX_FILE
+    from sorter.decide import assign
+    from sorter.index import _faces
+
+    truth: dict[str, set[str]] = {}
+    with open(lib / "truth.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            truth[row["path"]] = {p for p in row["people"].split(";") if p}
+    db = sqlite3.connect(out / INDEX_FILE)
+    stored = {rel: _faces(faces) or [] for rel, faces in db.execute("SELECT rel, faces FROM photos")}
+    db.close()
+    n_truth = sum(len(v) for v in truth.values())
+    with_yolo = sum(bool(f.det_scores) for faces in stored.values() for f in faces)
+    out_rows = {}
+    for w in (0.0, 0.1, 0.2, 0.3, 0.5):
+        scores, hits = [], []
+        for rel, faces in stored.items():
+            mixed = [
+                type(f)(
+                    xyxy=f.xyxy,
+                    det_score=f.det_score,
+                    scores={p: (1 - w) * s + w * f.det_scores.get(p, 0.0) for p, s in f.scores.items()},
+                )
+                for f in faces
+            ]
+            for person, s in assign(mixed).items():
+                scores.append(s)
+                hits.append(person in truth.get(rel, set()))
+        order = np.argsort(-np.array(scores), kind="stable")
+        tp = np.cumsum(np.array(hits)[order])
+        prec = tp / np.arange(1, len(order) + 1)
+        ok = np.flatnonzero(prec >= target)
+        out_rows[f"w{w}"] = round(float(tp[ok[-1]]) / max(1, n_truth), 4) if len(ok) else 0.0
+    return {"recall_at_target_by_weight": out_rows, "faces_with_yolo_scores": with_yolo, "target": target}
+
+
 def classify(lib: Path, out: Path, bundle, **kw) -> float:
     from sorter.classify import classify_library
 
@@ -145,6 +193,8 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
             secs = classify(lib, out, bundle)
             row[name] = score(lib, out) | {"classify_seconds": round(secs, 1)}
+            if name == "detector_recogniser":
+                row["fusion"] = fusion(lib, out)
         results.append(row)
         print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sorter import place as placing
+from sorter.analyse import Analyser, analyse_all
 from sorter.bundle import Bundle
 from sorter.decide import decide
-from sorter.decode import DecodeError, decode, sha256_file
-from sorter.detect import YoloDetector
 from sorter.index import Index
 from sorter.records import Decision, Face, Photo, Problem
 from sorter.scan import scan
@@ -99,6 +98,12 @@ def model_key(bundle: Bundle) -> str:
     return h.hexdigest()[:16]
 
 
+def embed_key(bundle: Bundle, recogniser) -> str:
+    """Identifies what made stored face vectors: detector weights + image size + face pipeline."""
+    what = (bundle.files.get(bundle.weights), bundle.imgsz, recogniser.embed_key)
+    return hashlib.sha256(repr(what).encode()).hexdigest()[:16]
+
+
 def classify_library(
     library: Path,
     out: Path,
@@ -107,7 +112,8 @@ def classify_library(
     band: float | None = None,
     dry_run: bool = False,
     device: str | None = None,
-    batch: int = 4,
+    batch: int | None = None,
+    workers: int | None = None,
     progress: bool = True,
     log=None,
     precision: float | None = None,
@@ -128,17 +134,9 @@ def classify_library(
             raise ClassifyError("--precision needs a model trained with a recogniser; use --threshold")
         # Re-calibrate from the cross-validated scores stored at training time: no retraining.
         accept, low = repick_thresholds(bundle.path / bundle.recogniser, precision)
-    detector = YoloDetector(
-        weights=bundle.weights_path,
-        classes=bundle.classes,
-        imgsz=bundle.imgsz,
-        device=device,
-        batch=batch,
-        # Without a recogniser, keep every box that could reach the review band. With one, the
-        # recogniser decides who a face is and finds faces itself; YOLO only adds confident boxes.
-        min_score=0.25 if recogniser is not None else max(0.001, min([0.05, *low.values()])),
-    )
     key = model_key(bundle)
+    # Stored face vectors stay valid for a retrained recogniser on the same detector: re-score, no decode.
+    ekey = embed_key(bundle, recogniser) if recogniser is not None else None
     report = ClassifyReport(out=out, dry_run=dry_run)
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -154,67 +152,91 @@ def classify_library(
                 if isinstance(p, Problem):
                     _problem(report, rows, p, log)
             bar = _bar(len(photos), progress)
-            for chunk in _chunks(photos, max(1, batch)):
-                pending: list[tuple[Photo, str, object]] = []
-                for photo in chunk:
-                    rel = photo.rel.as_posix()
-                    hit = index.lookup(rel, photo.size, photo.mtime_ns, key)
-                    if hit is not None:
+            todo: list[Photo] = []
+            for photo in photos:
+                rel = photo.rel.as_posix()
+                hit = index.lookup(rel, photo.size, photo.mtime_ns, key)
+                if hit is None and ekey is not None and recogniser is not None:
+                    old = index.lookup_embedded(rel, photo.size, photo.mtime_ns, ekey)
+                    faces = recogniser.rescore(old["faces"] or []) if old else None
+                    if old is not None and faces is not None:
                         report.reused += 1
-                        if hit["error"]:
-                            _problem(report, rows, Problem(photo.path, hit["error"]), log)
-                            continue
                         _finish(
                             report,
                             rows,
                             index,
                             photo,
-                            hit["sha256"],
-                            hit["faces"],
+                            old["sha256"],
+                            faces,
                             accept,
                             low,
                             key,
                             dry_run,
                             log,
                             cached=True,
+                            rescored=True,
+                            embed_key=ekey,
                         )
+                        bar.update(1)
                         continue
-                    ts = time.perf_counter()
-                    try:
-                        sha = sha256_file(photo.path)
-                        cached = index.by_hash(sha, key)  # the same photo, renamed or moved
-                        decoded = (
-                            None if cached is not None else decode(photo, max_side=max(bundle.imgsz, 640))
-                        )
-                    except DecodeError as exc:
-                        report.stage_seconds["decode"] += time.perf_counter() - ts
-                        _problem(report, rows, Problem(photo.path, str(exc)), log)
-                        if not dry_run:
-                            index.store(rel, photo.size, photo.mtime_ns, None, key, None, str(exc), [])
-                        continue
-                    except OSError as exc:
-                        _problem(
-                            report, rows, Problem(photo.path, f"cannot read: {exc.strerror or exc}"), log
-                        )
-                        continue
-                    report.stage_seconds["decode"] += time.perf_counter() - ts
-                    pending.append((photo, sha, cached if cached is not None else decoded))
-                todo = [(i, d) for i, (_, _, d) in enumerate(pending) if not isinstance(d, list)]
-                found: dict[int, list[Face]] = {}
-                if todo:
-                    ts = time.perf_counter()
-                    for (i, _), faces in zip(todo, detector.detect([d for _, d in todo]), strict=True):
-                        found[i] = faces
-                    report.stage_seconds["detect"] += time.perf_counter() - ts
-                    if recogniser is not None:
-                        ts = time.perf_counter()
-                        for i, d in todo:
-                            found[i] = recogniser.recognise(d, found[i])
-                        report.stage_seconds["recognise"] += time.perf_counter() - ts
-                for i, (photo, sha, d) in enumerate(pending):
-                    faces = d if isinstance(d, list) else found[i]
-                    _finish(report, rows, index, photo, sha, faces, accept, low, key, dry_run, log)
-                bar.update(len(chunk))
+                if hit is None:
+                    todo.append(photo)
+                    continue
+                report.reused += 1
+                if hit["error"]:
+                    _problem(report, rows, Problem(photo.path, hit["error"]), log)
+                else:
+                    _finish(
+                        report,
+                        rows,
+                        index,
+                        photo,
+                        hit["sha256"],
+                        hit["faces"],
+                        accept,
+                        low,
+                        key,
+                        dry_run,
+                        log,
+                        cached=True,
+                    )
+                bar.update(1)
+            analyser = Analyser(
+                bundle=bundle,
+                device=device,
+                batch=batch,
+                known=index.known_hashes(key),
+                # Without a recogniser, keep every box that could reach the review band. With one, the
+                # recogniser decides who a face is and finds faces itself; YOLO only adds confident boxes.
+                min_score=0.25 if recogniser is not None else max(0.001, min([0.05, *low.values()])),
+            )
+            for a in analyse_all(analyser, todo, workers=workers, chunk=batch or 2, log=log):
+                for stage, sec in a.seconds.items():
+                    report.stage_seconds[stage] += sec
+                photo, rel = a.photo, a.photo.rel.as_posix()
+                if a.read_error:
+                    _problem(report, rows, Problem(photo.path, a.read_error), log)
+                elif a.error:
+                    _problem(report, rows, Problem(photo.path, a.error), log)
+                    if not dry_run:
+                        index.store(rel, photo.size, photo.mtime_ns, a.sha, key, None, a.error, [])
+                else:
+                    faces = index.by_hash(a.sha, key) if a.known else a.faces
+                    _finish(
+                        report,
+                        rows,
+                        index,
+                        photo,
+                        a.sha,
+                        faces or [],
+                        accept,
+                        low,
+                        key,
+                        dry_run,
+                        log,
+                        embed_key=ekey,
+                    )
+                bar.update(1)
             bar.close()
             _write_manifest(out / "manifest.csv", rows)
         except KeyboardInterrupt:
@@ -246,6 +268,8 @@ def _finish(
     dry_run: bool,
     log,
     cached: bool = False,
+    rescored: bool = False,
+    embed_key: str | None = None,
 ) -> None:
     decision = decide(photo, faces, accept, low)
     old = [Path(p) for p in index.copies(photo.rel.as_posix())]
@@ -271,8 +295,10 @@ def _finish(
             return
         rel_copies = [str(c.relative_to(report.out)) for c in copies]
         placing.remove_stale([report.out / p for p in old if str(p) not in rel_copies], report.out)
-        if not (cached and rel_copies == [str(p) for p in old]):
-            index.store(photo.rel.as_posix(), photo.size, photo.mtime_ns, sha, key, faces, None, rel_copies)
+        if rescored or not (cached and rel_copies == [str(p) for p in old]):
+            index.store(
+                photo.rel.as_posix(), photo.size, photo.mtime_ns, sha, key, faces, None, rel_copies, embed_key
+            )
     report.stage_seconds["place"] += time.perf_counter() - ts
     report.photos += 1
     for p in decision.accepted:
@@ -326,11 +352,6 @@ def _write_manifest(path: Path, rows: list[list[str]]) -> None:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise placing.DiskFullError(exc.errno, f"output disk is full while writing {path}") from None
         raise
-
-
-def _chunks(seq: list, n: int) -> Iterator[list]:
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
 
 
 def _bar(total: int, enabled: bool):

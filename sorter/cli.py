@@ -225,7 +225,18 @@ def train(
     "training time (models with a recogniser). Higher: fewer mistakes, more photos in uncertain/.",
 )
 @device_option
-@click.option("--batch", default=4, show_default=True, help="Photos per detector batch.")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Photos per detector batch [default: 1 on a CPU, where batching is slower; 8 on a GPU].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Processes that decode and run the models [default: one per CPU core, at most 4; 0: none].",
+)
 @click.option("--dry-run", is_flag=True, help="Write only manifest.csv; copy nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_errors
@@ -237,7 +248,8 @@ def classify(
     band: float | None,
     precision: float | None,
     device: str | None,
-    batch: int,
+    batch: int | None,
+    workers: int | None,
     dry_run: bool,
     quiet: bool,
 ) -> None:
@@ -259,6 +271,7 @@ def classify(
         precision=precision,
         device=device,
         batch=batch,
+        workers=workers,
         dry_run=dry_run,
         progress=not quiet,
     )

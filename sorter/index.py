@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS photos (
     model TEXT NOT NULL,
     faces TEXT,          -- JSON list of faces; NULL when the photo could not be read
     error TEXT,
-    copies TEXT NOT NULL DEFAULT '[]'
+    copies TEXT NOT NULL DEFAULT '[]',
+    embed_key TEXT      -- what made the stored face vectors (faces re-scorable by a new recogniser)
 );
 CREATE INDEX IF NOT EXISTS photos_sha ON photos(sha256);
 """
@@ -44,6 +45,10 @@ class Index:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(SCHEMA)
+                cols = {r[1] for r in self.db.execute("PRAGMA table_info(photos)")}
+                if "embed_key" not in cols:  # an index written by an earlier photosort
+                    self.db.execute("ALTER TABLE photos ADD COLUMN embed_key TEXT")
+                    self.db.commit()
         except BaseException:
             self.db.close()
             raise
@@ -80,6 +85,18 @@ class Index:
             return None
         return {"sha256": row[0], "faces": _faces(row[1]), "error": row[2], "copies": json.loads(row[3])}
 
+    def lookup_embedded(self, rel: str, size: int, mtime_ns: int, embed_key: str) -> dict | None:
+        """An unchanged photo analysed by another model whose face vectors are still valid."""
+        with self._disk("reading"):
+            row = self.db.execute(
+                "SELECT sha256, faces, copies FROM photos WHERE rel=? AND size=? AND mtime_ns=?"
+                " AND embed_key=? AND faces IS NOT NULL",
+                (_key(rel), size, mtime_ns, embed_key),
+            ).fetchone()
+        if row is None:
+            return None
+        return {"sha256": row[0], "faces": _faces(row[1]), "copies": json.loads(row[2])}
+
     def by_hash(self, sha256: str, model: str) -> list[Face] | None:
         """Faces found earlier in a byte-identical photo (a renamed or moved file)."""
         with self._disk("reading"):
@@ -87,6 +104,14 @@ class Index:
                 "SELECT faces FROM photos WHERE sha256=? AND model=? AND faces IS NOT NULL", (sha256, model)
             ).fetchone()
         return _faces(row[0]) if row else None
+
+    def known_hashes(self, model: str) -> frozenset[str]:
+        """Content hashes of every readable photo analysed with ``model`` (to spot moved photos)."""
+        with self._disk("reading"):
+            rows = self.db.execute(
+                "SELECT DISTINCT sha256 FROM photos WHERE model=? AND faces IS NOT NULL", (model,)
+            ).fetchall()
+        return frozenset(r[0] for r in rows if r[0])
 
     def copies(self, rel: str) -> list[str]:
         with self._disk("reading"):
@@ -103,10 +128,11 @@ class Index:
         faces: list[Face] | None,
         error: str | None,
         copies: list[str],
+        embed_key: str | None = None,
     ) -> None:
         with self._disk("updating"):
             self.db.execute(
-                "INSERT OR REPLACE INTO photos VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO photos VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     _key(rel),
                     size,
@@ -116,6 +142,7 @@ class Index:
                     None if faces is None else json.dumps([asdict(f) for f in faces]),
                     _text(error),
                     json.dumps(copies),
+                    embed_key,
                 ),
             )
             self.db.commit()
@@ -160,6 +187,13 @@ def _faces(text: str | None) -> list[Face] | None:
     if text is None:
         return None
     return [
-        Face(xyxy=tuple(f["xyxy"]), det_score=f["det_score"], scores=f["scores"], masked=f.get("masked"))
+        Face(
+            xyxy=tuple(f["xyxy"]),
+            det_score=f["det_score"],
+            scores=f["scores"],
+            masked=f.get("masked"),
+            det_scores=f.get("det_scores", {}),
+            embedding=f.get("embedding", ""),
+        )
         for f in json.loads(text)
     ]

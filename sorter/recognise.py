@@ -22,10 +22,12 @@ recogniser cannot run code, and classify needs neither sklearn nor pickle.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +56,11 @@ MASKED_AT = 0.5  # mask_score at or above this = masked
 
 class Recogniser(Protocol):
     def recognise(self, image: Decoded, faces: list[Face]) -> list[Face]: ...
+
+    def rescore(self, faces: list[Face]) -> list[Face] | None: ...
+
+    @property
+    def embed_key(self) -> str: ...
 
 
 def load_recogniser(bundle: Bundle) -> Recogniser | None:
@@ -235,6 +242,15 @@ def _rates(
             "photos": int(truth[:, j].sum()),
             "accept": accept[p],
         }
+        if masked is not None:
+            for name, sel in (
+                ("masked", masked[:, j] & truth[:, j]),
+                ("unmasked", ~masked[:, j] & truth[:, j]),
+            ):
+                out["per_person"][p][f"recall_{name}"] = round(
+                    int((got[:, j] & sel).sum()) / max(1, int(sel.sum())), 4
+                )
+                out["per_person"][p][f"photos_{name}"] = int(sel.sum())
     tp = int((got & truth).sum())
     out["precision"] = round(tp / max(1, int(got.sum())), 4)
     out["recall"] = round(tp / max(1, int(truth.sum())), 4)
@@ -257,50 +273,95 @@ class _Sample:
     masked: float
 
 
+def _collect_one(
+    i: int,
+    img: LabelledImage,
+    people: list[str],
+    seed: int,
+    detector: FaceDetector,
+    embedder: FaceEmbedder,
+) -> list[_Sample]:
+    """Samples from one labelled photo: its boxed faces, and its unboxed faces as strangers."""
+    # One generator per photo: the synthetic masks do not depend on how photos are spread over workers.
+    rng = np.random.default_rng((seed, i))
+    rgb, scale = _load_rgb(img.image)
+    det, _ = detector.detect(rgb)
+    boxes = [(b.name, tuple(v / scale for v in b.xyxy)) for b in img.boxes if b.name in people]
+    items: list[tuple[str, tuple[float, ...], tuple[float, ...]]] = []  # label, detector box, label box
+    for name, lb in boxes:
+        j = max(range(len(det)), key=lambda k: iou(det[k], lb), default=None)
+        use = tuple(det[j]) if j is not None and iou(det[j], lb) >= MATCH_IOU else to_detector_box(lb)
+        items.append((name, use, lb))
+    for b in det:
+        if max((iou(b, lb) for _, lb in boxes), default=0.0) < MATCH_IOU:
+            # A face the labeller did not box: in a labelled photo that means "not one of ours".
+            items.append((STRANGER, tuple(b), from_detector_box(tuple(b))))
+    if not items:
+        return []
+    x, m = _features(embedder, rgb, [u for _, u, _ in items])
+    out = []
+    for k, (name, use, lb) in enumerate(items):
+        raw_aug = embedder.embed(draw_synthetic_mask(rgb, lb, rng), [use])[0]
+        out.append(
+            _Sample(
+                photo=i, label=name, x=x[k], x_aug=np.concatenate([raw_aug, x[k, 128:]]), masked=float(m[k])
+            )
+        )
+    return out
+
+
+_MODELS: tuple[FaceDetector, FaceEmbedder] | None = None
+
+
+def _init_collect(threads: int) -> None:
+    global _MODELS
+    import torch
+
+    torch.set_num_threads(threads)
+    _MODELS = (FaceDetector(), FaceEmbedder())
+
+
+def _collect_worker(args: tuple[int, LabelledImage, list[str], int]) -> list[_Sample]:
+    assert _MODELS is not None
+    return _collect_one(*args, *_MODELS)
+
+
 def _collect(
     images: list[LabelledImage],
     people: list[str],
-    detector: FaceDetector,
-    embedder: FaceEmbedder,
     seed: int,
     log: Callable[[str], Any],
+    workers: int | None = None,
 ) -> list[_Sample]:
-    rng = np.random.default_rng(seed)
+    """Embed the faces of every labelled photo, on one process per core (dlib is single-threaded)."""
+    from sorter.analyse import MIN_PHOTOS_PER_WORKER, WorkersFailed, cores, default_workers, parallel_map
+
+    workers = default_workers() if workers is None else workers
+    workers = min(workers, len(images) // MIN_PHOTOS_PER_WORKER)
+    jobs = [(i, img, people, seed) for i, img in enumerate(images)]
     out: list[_Sample] = []
     t0 = time.perf_counter()
-    for i, img in enumerate(images):
-        rgb, scale = _load_rgb(img.image)
-        det, _ = detector.detect(rgb)
-        boxes = [(b.name, tuple(v / scale for v in b.xyxy)) for b in img.boxes if b.name in people]
-        items: list[tuple[str, tuple[float, ...], tuple[float, ...]]] = []  # label, detector box, label box
-        for name, lb in boxes:
-            j = max(range(len(det)), key=lambda k: iou(det[k], lb), default=None)
-            use = tuple(det[j]) if j is not None and iou(det[j], lb) >= MATCH_IOU else to_detector_box(lb)
-            items.append((name, use, lb))
-        for b in det:
-            if max((iou(b, lb) for _, lb in boxes), default=0.0) < MATCH_IOU:
-                # A face the labeller did not box: in a labelled photo that means "not one of ours".
-                items.append((STRANGER, tuple(b), from_detector_box(tuple(b))))
-        if not items:
-            continue
-        x, m = _features(embedder, rgb, [u for _, u, _ in items])
-        for k, (name, use, lb) in enumerate(items):
-            aug_rgb = draw_synthetic_mask(rgb, lb, rng)
-            raw_aug = embedder.embed(aug_rgb, [use])[0]
-            out.append(
-                _Sample(
-                    photo=i,
-                    label=name,
-                    x=x[k],
-                    x_aug=np.concatenate([raw_aug, x[k, 128:]]),
-                    masked=float(m[k]),
-                )
-            )
-        if (i + 1) % 50 == 0:
-            log(
-                f"recogniser: embedded faces of {i + 1}/{len(images)} photos "
-                f"({time.perf_counter() - t0:.0f} s)"
-            )
+    finished = 0
+
+    def done(samples: list[_Sample]) -> None:
+        nonlocal finished
+        out.extend(samples)
+        finished += 1
+        if finished % 50 == 0:
+            took = time.perf_counter() - t0
+            log(f"recogniser: embedded faces of {finished}/{len(images)} photos ({took:.0f} s)")
+
+    if workers >= 2:
+        try:
+            for samples in parallel_map(_collect_worker, jobs, workers, _init_collect, (cores() // workers,)):
+                done(samples)
+            return out
+        except WorkersFailed as exc:
+            log(f"recogniser: worker processes failed ({exc}); going on in this process")
+            jobs = jobs[finished:]
+    detector, embedder = FaceDetector(), FaceEmbedder()
+    for job in jobs:
+        done(_collect_one(*job, detector, embedder))
     return out
 
 
@@ -349,6 +410,7 @@ def fit_recogniser(
     c: float = 10.0,
     gamma: float = 2.0,
     folds: int = 5,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Train the per-person face model from labelled photos and save it to ``out_path`` (.npz).
 
@@ -357,14 +419,15 @@ def fit_recogniser(
     per-person accept/review thresholds by grouped cross-validation so that photo-level precision
     reaches ``target_precision``. Returns metrics: cross-validated photo-level precision/recall per person
     at those thresholds, and recall on masked vs unmasked appearances (mask state as estimated).
-    Cost: about 0.3 s per labelled face on one core (three dlib embeddings) + 0.25 s per photo.
+    Cost: about 0.3 s per labelled face on one core (three dlib embeddings) + 0.25 s per photo; photos
+    are spread over ``workers`` processes (default: one per core).
     """
     t0 = time.perf_counter()
     people = [c_ for c_ in labelled.classes if any(b.name == c_ for im in train_images for b in im.boxes)]
     if not people:
         raise ValueError("no labelled faces to train a recogniser from")
-    detector, embedder = FaceDetector(), FaceEmbedder()
-    samples = _collect(train_images, people, detector, embedder, seed, log)
+    detector = FaceDetector()  # its settings are stored with the model
+    samples = _collect(train_images, people, seed, log, workers)
     n_str = sum(s.label == STRANGER for s in samples)
     log(
         f"recogniser: {len(samples) - n_str} labelled faces, {n_str} strangers from "
@@ -552,7 +615,43 @@ class FaceRecogniser:
         cols = [self._model.classes.index(p) for p in people]
         out = []
         for k, (f, _) in enumerate(merged):
-            f.scores = {p: float(proba[k, c]) for p, c in zip(people, cols, strict=True)}
+            f.det_scores, f.scores = (
+                f.scores,
+                {p: float(proba[k, c]) for p, c in zip(people, cols, strict=True)},
+            )
             f.masked = bool(m[k] >= MASKED_AT)
+            f.embedding = pack(x[k])
             out.append(f)
         return out
+
+    @property
+    def embed_key(self) -> str:
+        """Identifies how face vectors were made (face detector settings + embedding), not the model
+        on top: a recogniser retrained on more labels keeps this key and re-scores stored vectors."""
+        self.load()
+        what = [self._meta["detector"], self._meta["features"], EMBED_MIN_FACE, EMBED_MAX_SIDE]
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+    def rescore(self, faces: list[Face]) -> list[Face] | None:
+        """The same faces scored by this recogniser from their stored vectors; None if one has none."""
+        self.load()
+        if any(not f.embedding for f in faces):
+            return None
+        if not faces:
+            return []
+        proba = self._model.proba(np.stack([unpack(f.embedding) for f in faces]))
+        people = self._meta["people"]
+        cols = [self._model.classes.index(p) for p in people]
+        return [
+            replace(f, scores={p: float(proba[k, c]) for p, c in zip(people, cols, strict=True)})
+            for k, f in enumerate(faces)
+        ]
+
+
+def pack(x: np.ndarray) -> str:
+    """A face vector as text for the index (base64 of little-endian float32: exact, 1.4 kB a face)."""
+    return base64.b64encode(np.asarray(x, "<f4").tobytes()).decode("ascii")
+
+
+def unpack(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), "<f4")

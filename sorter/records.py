@@ -85,6 +85,11 @@ class Face:
     det_score: float
     scores: dict[str, float] = field(default_factory=dict)
     masked: bool | None = None
+    # The detector's own class scores when a recogniser replaced ``scores`` (kept to measure fusion).
+    det_scores: dict[str, float] = field(default_factory=dict)
+    # The recogniser's face vector (base64 float32), stored in the index so that a retrained recogniser
+    # re-scores the photo without decoding it again.
+    embedding: str = ""
 
     @property
     def best(self) -> tuple[str | None, float]:

@@ -288,6 +288,14 @@ def log_metrics(tracker: Tracker, metrics: dict[str, Any], classes: list[str], p
     cv = metrics.get("recogniser_cv")
     if cv:
         tracker.summary({f"recogniser/{k}": v for k, v in cv.items() if isinstance(v, (int, float))})
+        # Cross-validated on the labelled photos at the chosen thresholds: is anyone harder to recognise,
+        # and how much do masks cost each child?
+        cols = ["precision", "recall", "recall_masked", "recall_unmasked", "photos_masked", "photos_unmasked"]
+        tracker.table(
+            "recogniser/per_person",
+            ["person", *cols, "accept"],
+            [[c, *(v.get(k, 0) for k in cols), v.get("accept", 1.0)] for c, v in cv["per_person"].items()],
+        )
     tracker.table(
         f"{prefix}/per_person",
         [

@@ -164,7 +164,22 @@ def snapshot(out: Path) -> tuple[dict[str, str], list[list[str]]]:
 
 
 def classify_args(ref: dict, out: Path, *extra) -> list:
-    return ["classify", ref["lib"], "--out", out, "--model", ref["model"], "--batch", "1", "-q", *LOW, *extra]
+    # --workers 0: kills must land while copies are being made, not while worker processes start
+    return [
+        "classify",
+        ref["lib"],
+        "--out",
+        out,
+        "--model",
+        ref["model"],
+        "--batch",
+        "1",
+        "--workers",
+        "0",
+        "-q",
+        *LOW,
+        *extra,
+    ]
 
 
 def assert_only_complete_files(out: Path, ref: dict) -> None:
@@ -325,3 +340,57 @@ def test_exit_code_zero_when_all_is_well(reference, zygote, tmp_path):
         "classify", lib, "--out", tmp_path / "out", "--model", reference["model"], "-q", *LOW
     )
     assert code == EXIT_OK, text
+
+
+def _workers_of(pid: int) -> list[int]:
+    """Worker processes (multiprocessing spawn children) of ``pid`` that are still alive."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    out = []
+    for k in kids:
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes():
+                out.append(int(k))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the worker processes")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_worker_processes_stop_with_the_run(reference, tmp_path, sig):
+    """With worker processes: Ctrl-C exits cleanly and resumably; a killed run takes its workers with it."""
+    ref, out = reference, tmp_path / "out"
+    args = ["classify", ref["lib"], "--out", out, "--model", ref["model"], "--workers", "2", "-q", *LOW]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sorter", *map(str, args)], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while (len(_workers_of(proc.pid)) < 2 or indexed(out) < 1) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    workers = _workers_of(proc.pid)
+    assert len(workers) == 2 and indexed(out) >= 1, "the run never got going with two workers"
+    os.kill(proc.pid, sig)
+    code = proc.wait(timeout=60)
+    text = proc.stderr.read() if proc.stderr else ""
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [w for w in workers if _alive(w)], "worker processes outlived the run"
+    if sig == signal.SIGINT:
+        assert code == EXIT_INTERRUPTED and "run the same command again to resume" in text, text
+        assert "Traceback" not in text, text
+    else:
+        assert code == -signal.SIGKILL
+    assert_only_complete_files(out, ref)
+    r = subprocess.run([sys.executable, "-m", "sorter", *map(str, args)], capture_output=True, text=True)
+    assert r.returncode == 3 and snapshot(out) == ref["state"], r.stderr
+    assert library_state(ref["lib"]) == ref["library"]

@@ -101,6 +101,24 @@ def test_classify_sorts_copies_and_never_touches_originals(synth_model, tmp_path
     assert manifest(out) == rows
 
 
+def test_worker_pool_makes_the_same_decisions_as_one_process(synth_model, tmp_path):
+    """Photos analysed in two worker processes land exactly where one in-process worker puts them."""
+    lib = tmp_path / "lib"
+    synth.make_library(lib, 30)  # enough photos that classify starts a pool
+    outs = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"sorted-{workers}"
+        res = run(
+            "classify", lib, "--out", out, "--model", synth_model.run_dir, "-q", "--workers", workers, *LOW
+        )
+        assert "30 photos sorted" in res.output
+        outs[workers] = out
+    assert manifest(outs["2"]) == manifest(outs["0"])
+    assert sorted(p.relative_to(outs["2"]) for p in outs["2"].rglob("*.jpg")) == sorted(
+        p.relative_to(outs["0"]) for p in outs["0"].rglob("*.jpg")
+    )
+
+
 def test_reclassify_with_new_threshold_moves_copies(synth_model, tmp_path):
     lib = tmp_path / "lib"
     synth.make_library(lib, 8)

@@ -136,6 +136,43 @@ def test_fit_save_load_recognise_and_repick(sample_train, tmp_path):
     assert len(faces) >= 2
 
 
+def test_retrained_recogniser_rescores_stored_faces_without_decoding(sample_train, robust_model, tmp_path):
+    """Issue 4: a new recogniser (retrained, same face pipeline) re-sorts from the vectors in the index:
+    no photo is decoded again, and the result equals a cold run with the new model."""
+    import shutil
+
+    from sorter.bundle import Bundle
+    from sorter.classify import classify_library
+    from sorter.recognise import FaceRecogniser, fit_recogniser
+
+    images = [im for im in sample_train.images if len(im.boxes) <= 3][:8]
+    model = tmp_path / "model"
+    shutil.copytree(robust_model.run_dir / "weights", model / "weights")
+    people = sample_train.classes
+
+    def bundle_with(precision: float) -> Bundle:
+        fit_recogniser(sample_train, images, model / "recogniser.npz", target_precision=precision, log=print)
+        b = Bundle(path=model, classes=people, imgsz=160, recogniser="recogniser.npz")
+        b.per_class_threshold, b.per_class_low = FaceRecogniser(model / "recogniser.npz").thresholds
+        b.save()
+        return Bundle.load(model)
+
+    library = SAMPLE / "test"
+    quiet = dict(progress=False, log=lambda m: None, workers=0)
+    first = classify_library(library, tmp_path / "out", bundle_with(0.9), **quiet)
+    assert first.photos == 20 and first.stage_seconds["decode"] > 0
+    again = classify_library(library, tmp_path / "out", bundle_with(0.5), **quiet)
+    assert again.reused == 20 and again.stage_seconds["decode"] == 0, again.summary()
+    cold = classify_library(library, tmp_path / "cold", Bundle.load(model), **quiet)
+    assert cold.reused == 0
+    manifest = lambda out: (out / "manifest.csv").read_text().replace(str(out), "OUT")  # noqa: E731
+    assert manifest(tmp_path / "out") == manifest(tmp_path / "cold")
+    files = lambda out: sorted(p.relative_to(out) for p in out.rglob("*.jpg"))  # noqa: E731
+    assert files(tmp_path / "out") == files(tmp_path / "cold")
+    third = classify_library(library, tmp_path / "out", Bundle.load(model), **quiet)
+    assert third.reused == 20 and third.stage_seconds["place"] < 5
+
+
 @pytest.mark.shared
 @needs_shared
 def test_tells_children_apart_on_a_small_daycare_library(tmp_path):
