@@ -97,12 +97,12 @@ def fusion(lib: Path, out: Path, target: float = 0.98) -> dict:
     return {"recall_at_target_by_weight": out_rows, "faces_with_yolo_scores": with_yolo, "target": target}
 
 
-def classify(lib: Path, out: Path, bundle, **kw) -> float:
+def classify(lib: Path, out: Path, bundle, **kw) -> tuple[float, dict]:
     from sorter.classify import classify_library
 
     t = time.perf_counter()
-    classify_library(lib / "library", out, bundle, progress=False, log=lambda m: None, **kw)
-    return time.perf_counter() - t
+    report = classify_library(lib / "library", out, bundle, progress=False, log=lambda m: None, **kw)
+    return time.perf_counter() - t, {k: round(v, 1) for k, v in report.stage_seconds.items()}
 
 
 def score(lib: Path, out: Path) -> dict:
@@ -191,8 +191,8 @@ def main() -> None:
         for name, bundle in (("detector_only", det_only), ("detector_recogniser", full)):
             out = args.work / f"sorted-s{seed}-{name}"
             shutil.rmtree(out, ignore_errors=True)
-            secs = classify(lib, out, bundle)
-            row[name] = score(lib, out) | {"classify_seconds": round(secs, 1)}
+            secs, stages = classify(lib, out, bundle)
+            row[name] = score(lib, out) | {"classify_seconds": round(secs, 1), "stage_cpu_seconds": stages}
             if name == "detector_recogniser":
                 row["fusion"] = fusion(lib, out)
         results.append(row)
