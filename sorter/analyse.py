@@ -70,15 +70,16 @@ class Analyser:
 
             torch.set_num_threads(self.threads)
             cv2.setNumThreads(self.threads)
-        from sorter.detect import YoloDetector
+        from sorter.detect import YoloDetector, pick_device
         from sorter.recognise import load_recogniser
 
         self._recogniser = load_recogniser(self.bundle)
+        device = pick_device(self.device)
         self._detector = YoloDetector(
-            weights=self.bundle.weights_path,
+            weights=self.bundle.detector_path(device),
             classes=self.bundle.classes,
             imgsz=self.bundle.imgsz,
-            device=self.device,
+            device=device,
             batch=self.batch,
             min_score=self.min_score,
         )
@@ -169,6 +170,7 @@ def parallel_map(
     workers: int,
     initializer: Callable[..., object] = None,  # type: ignore[assignment]
     initargs: tuple = (),
+    models: bool = True,
 ) -> Iterator[R]:
     """``map(fn, items)`` on ``workers`` fresh processes, results in input order as they finish.
 
@@ -176,14 +178,18 @@ def parallel_map(
     copy safely) without re-running the caller's ``__main__``, so a user's script that calls the API
     without an ``if __name__ == "__main__"`` guard does not run again in every worker. A worker that
     dies raises :class:`WorkersFailed` instead of hanging; stopping early (Ctrl-C, an error in the
-    caller) cancels what is queued and stops the workers.
+    caller) cancels what is queued and stops the workers. ``models=False``: the workers run no model,
+    so they skip the offline set-up (which imports ultralytics, seconds per worker).
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     ex = ProcessPoolExecutor(
-        workers, mp_context=mp.get_context("spawn"), initializer=_chain(initializer), initargs=initargs
+        workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_chain(initializer, models),
+        initargs=initargs,
     )
     try:
         with _main_hidden():
@@ -197,12 +203,12 @@ def parallel_map(
         ex.shutdown(wait=True, cancel_futures=True)
 
 
-def _chain(initializer: Callable[..., object] | None) -> Callable[..., None]:
-    return functools.partial(_init_chain, initializer)
+def _chain(initializer: Callable[..., object] | None, models: bool) -> Callable[..., None]:
+    return functools.partial(_init_chain, initializer, models)
 
 
-def _init_chain(initializer: Callable[..., object] | None, *args: object) -> None:
-    worker_setup()
+def _init_chain(initializer: Callable[..., object] | None, models: bool, *args: object) -> None:
+    worker_setup(models)
     if initializer is not None:
         initializer(*args)
 
@@ -222,14 +228,15 @@ def _main_hidden() -> Iterator[None]:
 _WORKER: Analyser | None = None
 
 
-def worker_setup() -> None:
+def worker_setup(models: bool = True) -> None:
     """First thing in every worker process (also the recogniser's training pool)."""
     # The parent handles Ctrl-C (it says how to resume); workers just stop when it terminates them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
-    from sorter import offline
+    if models:
+        from sorter import offline
 
-    offline.prepare()
+        offline.prepare()
 
 
 def _init_worker(analyser: Analyser) -> None:

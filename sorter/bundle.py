@@ -1,7 +1,7 @@
 """The model bundle: everything ``classify`` needs, in one folder ``runs/NAME/``.
 
     bundle.json     classes, decision thresholds, the exact training settings, file checksums
-    weights/        detector weights (best.pt)
+    weights/        detector weights (best.pt) and their OpenVINO export (weights/best_openvino_model/)
     metrics.json    validation figures
     recogniser/     (when trained) the per-person face model
 
@@ -40,10 +40,17 @@ class Bundle:
     settings: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     recogniser: str | None = None  # relative path of the recogniser file, when there is one
+    export: str | None = None  # folder of the re-validated OpenVINO export (CPU inference), if any
 
     @property
     def weights_path(self) -> Path:
         return self.path / self.weights
+
+    def detector_path(self, device: str) -> Path:
+        """The detector to run on ``device``: the OpenVINO export on a CPU when there is one."""
+        if self.export and device == "cpu":
+            return self.path / self.export
+        return self.weights_path
 
     def thresholds(self, threshold: float | None = None, band: float | None = None) -> tuple[dict, dict]:
         """Per-person accept and review thresholds; explicit arguments override the stored ones."""
@@ -60,6 +67,12 @@ class Bundle:
     def save(self) -> None:
         """Write bundle.json with fresh checksums of every file the bundle names."""
         tracked = [self.weights] + ([self.recogniser] if self.recogniser else [])
+        if self.export:
+            tracked += sorted(
+                p.relative_to(self.path).as_posix()
+                for p in (self.path / self.export).rglob("*")
+                if p.is_file()
+            )
         self.files = {rel: sha256_file(self.path / rel) for rel in tracked}
         data = {k: v for k, v in self.__dict__.items() if k != "path"}
         data["format"] = FORMAT

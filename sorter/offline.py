@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 _done = False
@@ -41,9 +42,10 @@ def prepare() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_DISABLE_GIT", "true")
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")  # no Sentry reports
-    # OpenVINO telemetry opt-out (its telemetry package reads this variable).
-    os.environ.setdefault("OPENVINO_TELEMETRY", "0")
-    os.environ.setdefault("OPENVINO_TELEMETRY_OPT_OUT", "1")
+    # OpenVINO's model converter sends usage statistics through the openvino_telemetry package when no
+    # consent file exists (and writes ~/intel/). It falls back to a built-in no-op stub when that package
+    # cannot be imported, so make it unimportable in this process: no telemetry code ever runs.
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
     # Hugging Face / torch hub: never fetch.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TORCH_HOME", str(cfg.parent / "torch"))

@@ -50,6 +50,7 @@ class TrainSettings:
     wandb_images: bool = False
     recogniser: bool = True  # pretrained face embeddings + per-person model; the detector alone is weak
     precision: float = 0.98  # target photo-level precision the per-person thresholds are calibrated for
+    export: bool = True  # OpenVINO export for CPU inference, used only if it re-validates (sorter.export)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,6 +83,9 @@ class TrainResult:
                 f"  {c:<24} {b.get('ap50', 0):>6.3f} {b.get('ap50_95', 0):>8.3f} "
                 f"{p.get('precision', 0):>8.3f} {p.get('recall', 0):>8.3f} {p.get('photos', 0):>7}"
             )
+        ex = m.get("export")
+        if ex:
+            lines.append(f"detector for CPU: {'OpenVINO' if ex['used'] else 'PyTorch'} ({ex['reason']})")
         if self.problems:
             lines.append(f"{len(self.problems)} label problems were skipped (listed above)")
         if self.wandb:
@@ -204,6 +208,12 @@ def train_model(
         bundle.per_class_threshold, bundle.per_class_low = accept, low
         bundle.save()
     metrics = measure(bundle, data_yaml, val_images, device)
+    if s.export:
+        from sorter.export import export_detector
+
+        metrics["export"] = export_detector(
+            bundle, data_yaml, metrics["detector"]["mAP50-95"], log=log
+        ).as_dict()
     if recogniser_cv is not None:
         metrics["recogniser_cv"] = recogniser_cv
     metrics["train_seconds"] = round(time.perf_counter() - t0, 1)

@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""Throughput benchmark (issue 4): how fast a 12-MP library is sorted, cold, unchanged and topped up.
+
+    .venv/bin/python bench/throughput.py --source runs/bench-throughput/lib12mp-600 \
+        --model runs/bench-recognition/runs/s1 --sizes 500 --add 100
+
+``--source`` is a library made by ../shared/bench/make_library.py with ``--size 4032x3024`` and at
+least max(sizes) + add photos (photo i depends only on the seed and i, so its first N photos are
+"a library of N"). For each size N, on one trained model, in one run, each stage a separate process
+(so peak RSS is that of the stage's whole process tree, workers included):
+
+1. floor: decode-only scan (read + reduced JPEG decode + EXIF) on the same worker processes as classify,
+2. naive: ultralytics ``model.predict(path)`` per file with the PyTorch weights + the recogniser on the
+   full-size photo, one process, same decision rule (smallest size only; ``--naive-limit``),
+3. ``photosort classify`` cold, 4. again on the unchanged library, 5. after adding ``--add`` photos.
+
+Writes bench/results/throughput.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "bench"))
+
+
+# ------------------------------------------------------------------------------------------ the stages
+
+
+def stage_floor(lib: Path) -> dict:
+    import throughput  # workers need the function by an importable name, not as __main__'s
+
+    from sorter.analyse import default_workers, parallel_map
+    from sorter.records import Photo
+    from sorter.scan import scan
+
+    photos = [p for p in scan(lib) if isinstance(p, Photo)]
+    t = time.perf_counter()
+    n = sum(parallel_map(throughput.decode_one, photos, default_workers(), models=False))
+    return {"photos": n, "seconds": time.perf_counter() - t}
+
+
+def decode_one(photo) -> int:
+    from sorter.decode import decode
+
+    decode(photo, max_side=640)
+    return 1
+
+
+def stage_classify(lib: Path, out: Path, model: Path) -> dict:
+    import sorter
+
+    t = time.perf_counter()
+    r = sorter.classify(lib, out, model, progress=False, log=lambda m: None)
+    return {
+        "photos": r.photos,
+        "reused": r.reused,
+        "seconds": time.perf_counter() - t,
+        "stage_cpu_seconds": {k: round(v, 1) for k, v in r.stage_seconds.items()},
+        "problems": len(r.problems),
+    }
+
+
+def stage_naive(lib: Path, model: Path, out_json: Path, limit: int) -> dict:
+    """What a first attempt looks like: ultralytics reads each file itself, full size, one at a time."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from sorter import offline
+    from sorter.bundle import Bundle, load_yolo
+    from sorter.decide import decide
+    from sorter.recognise import load_recogniser
+    from sorter.records import Decoded, Face, Photo
+    from sorter.scan import scan
+
+    offline.prepare()
+    bundle = Bundle.load(model)
+    yolo = load_yolo(bundle.weights_path)  # PyTorch
+    rec = load_recogniser(bundle)
+    accept, low = bundle.thresholds()
+    photos = [p for p in scan(lib) if isinstance(p, Photo)][:limit]
+    decisions = {}
+    t = time.perf_counter()
+    for photo in photos:
+        res = yolo.predict(str(photo.path), imgsz=bundle.imgsz, conf=0.25, verbose=False, device="cpu")[0]
+        faces = [
+            Face(
+                xyxy=tuple(float(v) for v in b), det_score=float(c), scores={bundle.classes[int(k)]: float(c)}
+            )
+            for b, c, k in zip(
+                res.boxes.xyxy.numpy(), res.boxes.conf.numpy(), res.boxes.cls.numpy(), strict=True
+            )
+        ]
+        with Image.open(photo.path) as im:
+            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        d = Decoded(photo=photo, rgb=rgb, scale=1.0, full_wh=(rgb.shape[1], rgb.shape[0]))
+        if rec is not None:
+            faces = rec.recognise(d, faces)
+        dec = decide(photo, faces, accept, low)
+        decisions[str(photo.path)] = {"accepted": dec.accepted, "uncertain": dec.uncertain}
+    secs = time.perf_counter() - t
+    out_json.write_text(json.dumps(decisions))
+    return {"photos": len(photos), "seconds": secs}
+
+
+# --------------------------------------------------------------------------------------------- harness
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of ``pid`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def run_stage(*args: str) -> dict:
+    """Run one stage in a fresh process; its result plus the peak RSS of its process tree."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "_stage", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _tree_rss(proc.pid))
+            stop.wait(0.25)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    t = time.perf_counter()
+    out, _ = proc.communicate()
+    wall = time.perf_counter() - t
+    stop.set()
+    th.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"stage {args[0]} failed ({proc.returncode})")
+    res = json.loads(out.strip().splitlines()[-1])
+    res["process_seconds"] = round(wall, 1)  # including interpreter and model start-up
+    res["peak_rss_mb"] = round(peak / 2**20)
+    res["photos_per_s"] = round(res["photos"] / res["seconds"], 2) if res["seconds"] else None
+    res["seconds"] = round(res["seconds"], 1)
+    return res
+
+
+def link_library(source: Path, dest: Path, rows: list[dict]) -> None:
+    for row in rows:
+        src, dst = source / "library" / row["path"], dest / row["path"]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not dst.exists():
+            os.link(src, dst)  # same bytes, same mtime: no copying, and the originals stay untouched
+
+
+def agreement(naive_json: Path, out: Path) -> dict:
+    naive = json.loads(naive_json.read_text())
+    with open(out / "manifest.csv", newline="", encoding="utf-8") as fh:
+        ours = {
+            r["path"]: (
+                sorted(filter(None, r["accepted"].split(";"))),
+                sorted(filter(None, r["uncertain"].split(";"))),
+            )
+            for r in csv.DictReader(fh)
+        }
+    same = sum(1 for p, d in naive.items() if ours.get(p) == (sorted(d["accepted"]), sorted(d["uncertain"])))
+    return {"photos": len(naive), "same_decisions": same, "share": round(same / max(1, len(naive)), 4)}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_stage":
+        name, *rest = sys.argv[2:]
+        os.environ.setdefault("PHOTOSORT_HOME", str(ROOT / "runs" / ".home"))
+        if name == "floor":
+            res = stage_floor(Path(rest[0]))
+        elif name == "classify":
+            res = stage_classify(Path(rest[0]), Path(rest[1]), Path(rest[2]))
+        else:
+            res = stage_naive(Path(rest[0]), Path(rest[1]), Path(rest[2]), int(rest[3]))
+        print(json.dumps(res))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", type=Path, required=True, help="a make_library.py output (12-MP photos)")
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[500, 4000])
+    ap.add_argument("--add", type=int, default=100)
+    ap.add_argument("--naive-limit", type=int, default=500, help="photos the naive loop runs on")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-throughput")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "throughput.json")
+    args = ap.parse_args()
+    os.environ.setdefault("PHOTOSORT_HOME", str(ROOT / "runs" / ".home"))
+    with open(args.source / "truth.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    need = max(args.sizes) + args.add
+    if len(rows) < need:
+        raise SystemExit(f"{args.source} has {len(rows)} photos; need {need}")
+    results = []
+    for n in sorted(args.sizes):
+        lib = args.work / f"lib-{n}"
+        out = args.work / f"sorted-{n}"
+        shutil.rmtree(lib, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        link_library(args.source, lib, rows[:n])
+        row: dict = {"photos": n}
+        row["floor"] = run_stage("floor", str(lib))
+        print(f"{n}: floor {row['floor']}", flush=True)
+        if n == min(args.sizes) and args.naive_limit > 0:
+            naive_json = args.work / f"naive-{n}.json"
+            row["naive"] = run_stage(
+                "naive", str(lib), str(args.model), str(naive_json), str(args.naive_limit)
+            )
+            print(f"{n}: naive {row['naive']}", flush=True)
+        row["cold"] = run_stage("classify", str(lib), str(out), str(args.model))
+        print(f"{n}: cold {row['cold']}", flush=True)
+        if "naive" in row:
+            row["agreement_with_naive"] = agreement(naive_json, out)
+        row["rerun"] = run_stage("classify", str(lib), str(out), str(args.model))
+        print(f"{n}: rerun {row['rerun']}", flush=True)
+        link_library(args.source, lib, rows[n : n + args.add])
+        row["added"] = run_stage("classify", str(lib), str(out), str(args.model))
+        row["added"]["new_photos_processed"] = row["added"]["photos"] - row["added"]["reused"]
+        print(f"{n}: +{args.add} {row['added']}", flush=True)
+        cold, floor = row["cold"]["seconds"], row["floor"]["seconds"]
+        row["ratios"] = {
+            "cold_over_floor": round(cold / floor, 2),
+            "cold_over_rerun": round(cold / max(row["rerun"]["seconds"], 1e-3), 1),
+        }
+        if "naive" in row:
+            naive_per_photo = row["naive"]["seconds"] / row["naive"]["photos"]
+            row["ratios"]["naive_over_cold"] = round(naive_per_photo / (cold / n), 2)
+        results.append(row)
+    if len(results) > 1:
+        a, b = results[0]["cold"]["photos_per_s"], results[-1]["cold"]["photos_per_s"]
+        scaling = {"photos_per_s_small": a, "photos_per_s_large": b, "change": round(b / a - 1, 3)}
+    else:
+        scaling = None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: str(v) for k, v in vars(args).items()}
+    doc = {"settings": settings, "cores": os.cpu_count(), "runs": results, "scaling": scaling}
+    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"\n{'photos':>7} {'stage':<8} {'photos/s':>9} {'seconds':>9} {'peak RSS MB':>12}")
+    for r in results:
+        for stage in ("floor", "naive", "cold", "rerun", "added"):
+            if stage in r:
+                s = r[stage]
+                rate, secs, rss = s["photos_per_s"], s["seconds"], s["peak_rss_mb"]
+                print(f"{r['photos']:>7} {stage:<8} {rate!s:>9} {secs:>9} {rss:>12}")
+        print(
+            f"{'':>7} ratios {r['ratios']}"
+            + (f"; agreement {r['agreement_with_naive']}" if "naive" in r else "")
+        )
+    if scaling:
+        print(f"scaling: {scaling}")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
