@@ -74,7 +74,8 @@ class ClassifyReport:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(self.stage_seconds.items()))
         lines.append(
             f"{self.seconds:.1f}s ({rate:.1f} photos/s; {self.reused} reused from the index)"
-            + (f"; {stages}" if stages else "")
+            # Stage times add up over the worker processes, so together they can exceed the wall time.
+            + (f"; time per stage, all workers: {stages}" if stages else "")
         )
         return "\n".join(lines)
 

@@ -394,3 +394,25 @@ def test_worker_processes_stop_with_the_run(reference, tmp_path, sig):
     r = subprocess.run([sys.executable, "-m", "sorter", *map(str, args)], capture_output=True, text=True)
     assert r.returncode == 3 and snapshot(out) == ref["state"], r.stderr
     assert library_state(ref["lib"]) == ref["library"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the worker processes")
+def test_a_killed_worker_does_not_stop_the_run(reference, tmp_path):
+    """A worker process dying (the OOM killer, say) costs time, not photos: the run goes on in-process
+    and the result is exactly that of an undisturbed run."""
+    ref, out = reference, tmp_path / "out"
+    args = ["classify", ref["lib"], "--out", out, "--model", ref["model"], "--workers", "2", "-q", *LOW]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sorter", *map(str, args)], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while (len(_workers_of(proc.pid)) < 2 or indexed(out) < 1) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    assert indexed(out) < N_PHOTOS - 4, "the run finished before a worker could be killed"
+    os.kill(_workers_of(proc.pid)[0], signal.SIGKILL)
+    code = proc.wait(timeout=300)
+    text = proc.stderr.read() if proc.stderr else ""
+    assert code == 3 and "worker processes failed" in text and "Traceback" not in text, text
+    assert snapshot(out) == ref["state"]
+    assert library_state(ref["lib"]) == ref["library"]
