@@ -9,6 +9,7 @@ import contextlib
 import csv
 import errno
 import fcntl
+import functools
 import hashlib
 import io
 import os
@@ -153,6 +154,9 @@ def classify_library(
                 if isinstance(p, Problem):
                     _problem(report, rows, p, log)
             bar = _bar(len(photos), progress)
+            finish = functools.partial(
+                _finish, report, rows, index, accept=accept, low=low, key=key, dry_run=dry_run, log=log
+            )
             todo: list[Photo] = []
             for photo in photos:
                 rel = photo.rel.as_posix()
@@ -162,22 +166,7 @@ def classify_library(
                     faces = recogniser.rescore(old["faces"] or []) if old else None
                     if old is not None and faces is not None:
                         report.reused += 1
-                        _finish(
-                            report,
-                            rows,
-                            index,
-                            photo,
-                            old["sha256"],
-                            faces,
-                            accept,
-                            low,
-                            key,
-                            dry_run,
-                            log,
-                            cached=True,
-                            rescored=True,
-                            embed_key=ekey,
-                        )
+                        finish(photo, old["sha256"], faces, cached=True, rescored=True, embed_key=ekey)
                         bar.update(1)
                         continue
                 if hit is None:
@@ -187,20 +176,7 @@ def classify_library(
                 if hit["error"]:
                     _problem(report, rows, Problem(photo.path, hit["error"]), log)
                 else:
-                    _finish(
-                        report,
-                        rows,
-                        index,
-                        photo,
-                        hit["sha256"],
-                        hit["faces"],
-                        accept,
-                        low,
-                        key,
-                        dry_run,
-                        log,
-                        cached=True,
-                    )
+                    finish(photo, hit["sha256"], hit["faces"], cached=True)
                 bar.update(1)
             analyser = Analyser(
                 bundle=bundle,
@@ -223,20 +199,7 @@ def classify_library(
                         index.store(rel, photo.size, photo.mtime_ns, a.sha, key, None, a.error, [])
                 else:
                     faces = index.by_hash(a.sha, key) if a.known else a.faces
-                    _finish(
-                        report,
-                        rows,
-                        index,
-                        photo,
-                        a.sha,
-                        faces or [],
-                        accept,
-                        low,
-                        key,
-                        dry_run,
-                        log,
-                        embed_key=ekey,
-                    )
+                    finish(photo, a.sha, faces or [], embed_key=ekey)
                 bar.update(1)
             bar.close()
             _write_manifest(out / "manifest.csv", rows)
@@ -263,6 +226,7 @@ def _finish(
     photo: Photo,
     sha: str,
     faces: list[Face],
+    *,
     accept: dict,
     low: dict,
     key: str,

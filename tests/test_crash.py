@@ -363,19 +363,26 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _start_with_workers(ref: dict, out: Path) -> tuple[subprocess.Popen, list[str]]:
+    """The real command with two worker processes, returned once both work and a photo is done."""
+    args = [
+        str(a)
+        for a in ("classify", ref["lib"], "--out", out, "--model", ref["model"], "--workers", "2", "-q", *LOW)
+    ]
+    proc = subprocess.Popen([sys.executable, "-m", "sorter", *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while (len(_workers_of(proc.pid)) < 2 or indexed(out) < 1) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    return proc, args
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the worker processes")
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
 def test_worker_processes_stop_with_the_run(reference, tmp_path, sig):
     """With worker processes: Ctrl-C exits cleanly and resumably; a killed run takes its workers with it."""
     ref, out = reference, tmp_path / "out"
-    args = ["classify", ref["lib"], "--out", out, "--model", ref["model"], "--workers", "2", "-q", *LOW]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sorter", *map(str, args)], stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 120
-    while (len(_workers_of(proc.pid)) < 2 or indexed(out) < 1) and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.05)
+    proc, args = _start_with_workers(ref, out)
     workers = _workers_of(proc.pid)
     assert len(workers) == 2 and indexed(out) >= 1, "the run never got going with two workers"
     os.kill(proc.pid, sig)
@@ -391,7 +398,7 @@ def test_worker_processes_stop_with_the_run(reference, tmp_path, sig):
     else:
         assert code == -signal.SIGKILL
     assert_only_complete_files(out, ref)
-    r = subprocess.run([sys.executable, "-m", "sorter", *map(str, args)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "sorter", *args], capture_output=True, text=True)
     assert r.returncode == 3 and snapshot(out) == ref["state"], r.stderr
     assert library_state(ref["lib"]) == ref["library"]
 
@@ -401,14 +408,7 @@ def test_a_killed_worker_does_not_stop_the_run(reference, tmp_path):
     """A worker process dying (the OOM killer, say) costs time, not photos: the run goes on in-process
     and the result is exactly that of an undisturbed run."""
     ref, out = reference, tmp_path / "out"
-    args = ["classify", ref["lib"], "--out", out, "--model", ref["model"], "--workers", "2", "-q", *LOW]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sorter", *map(str, args)], stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 120
-    while (len(_workers_of(proc.pid)) < 2 or indexed(out) < 1) and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.05)
+    proc, args = _start_with_workers(ref, out)
     assert indexed(out) < N_PHOTOS - 4, "the run finished before a worker could be killed"
     os.kill(_workers_of(proc.pid)[0], signal.SIGKILL)
     code = proc.wait(timeout=300)
