@@ -126,6 +126,33 @@ def score(lib: Path, out: Path) -> dict:
     return s | masked_recall(lib, out)
 
 
+def refit_recogniser(labelled_dir: Path, run_dir: Path, settings) -> dict:
+    """Fit a new recogniser into an existing model folder (same labels, same split as its training)."""
+    from sorter.bundle import Bundle
+    from sorter.dataset import split
+    from sorter.labels import read_labelled
+    from sorter.recognise import FaceRecogniser, fit_recogniser
+    from sorter.train import EMBEDDERS, RECOGNISER_FILE
+
+    labelled = read_labelled(labelled_dir)
+    sides = split(labelled, val_fraction=settings.val_fraction, seed=settings.seed)
+    train_images = [img for img in labelled.images if sides.get(img.image) != "val"]
+    cv = fit_recogniser(
+        labelled,
+        train_images,
+        run_dir / RECOGNISER_FILE,
+        target_precision=settings.precision,
+        seed=settings.seed,
+        log=lambda m: None,
+        features=EMBEDDERS[settings.embedder],
+    )
+    bundle = Bundle.load(run_dir, verify=False)
+    bundle.recogniser = RECOGNISER_FILE
+    bundle.per_class_threshold, bundle.per_class_low = FaceRecogniser(run_dir / RECOGNISER_FILE).thresholds
+    bundle.save()
+    return cv
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -134,6 +161,12 @@ def main() -> None:
     ap.add_argument("--people", type=int, default=9)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--embedder", choices=["sface", "dlib"], default="sface")
+    ap.add_argument(
+        "--reuse-detector",
+        action="store_true",
+        help="keep the YOLO weights of an earlier run of the same seed; refit only the recogniser",
+    )
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-recognition")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "recognition.json")
     args = ap.parse_args()
@@ -172,22 +205,39 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
             )
         t = time.perf_counter()
-        res = train_model(
-            lib / "labelled",
-            name=f"s{seed}",
-            runs_dir=args.work / "runs",
-            settings=TrainSettings(epochs=args.epochs, imgsz=args.imgsz, seed=seed, wandb="off"),
-            log=lambda m: None,
+        run_dir = args.work / "runs" / f"s{seed}"
+        settings = TrainSettings(
+            epochs=args.epochs, imgsz=args.imgsz, seed=seed, wandb="off", embedder=args.embedder
         )
-        train_s = time.perf_counter() - t
-        full = Bundle.load(res.run_dir)
+        if args.reuse_detector and (run_dir / "bundle.json").is_file():
+            cv = refit_recogniser(lib / "labelled", run_dir, settings)
+            train_s = time.perf_counter() - t
+            row_extra = {
+                "detector": f"reused from an earlier run in {run_dir}",
+                "recogniser_fit_seconds": round(train_s, 1),
+            }
+        else:
+            res = train_model(
+                lib / "labelled",
+                name=f"s{seed}",
+                runs_dir=args.work / "runs",
+                settings=settings,
+                log=lambda m: None,
+            )
+            cv = res.metrics.get("recogniser_cv", {})
+            train_s = time.perf_counter() - t
+            row_extra = {"detector": f"trained here, {args.epochs} epochs"}
+        full = Bundle.load(run_dir)
         det_only = Bundle.load(res.run_dir)
         det_only.recogniser, det_only.per_class_threshold, det_only.per_class_low = None, {}, {}
         row = {
             "seed": seed,
+            "embedder": args.embedder,
             "train_seconds": round(train_s, 1),
-            "recogniser_cv": res.metrics.get("recogniser_cv", {}).get("precision"),
-        }
+            "recogniser_cv": {
+                k: cv.get(k) for k in ("precision", "recall", "recall_masked", "recall_unmasked")
+            },
+        } | row_extra
         for name, bundle in (("detector_only", det_only), ("detector_recogniser", full)):
             out = args.work / f"sorted-s{seed}-{name}"
             shutil.rmtree(out, ignore_errors=True)

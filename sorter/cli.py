@@ -147,6 +147,14 @@ def cli() -> None:
     help="Photo-level precision the recogniser's per-person thresholds are calibrated for.",
 )
 @click.option(
+    "--embedder",
+    type=click.Choice(["sface", "dlib"]),
+    default="sface",
+    show_default=True,
+    help="Face vectors the recogniser learns from: SFace (better on masked faces, 10x faster) or "
+    "dlib's ResNet (the first recogniser's).",
+)
+@click.option(
     "--export/--no-export",
     default=True,
     show_default=True,
@@ -171,6 +179,7 @@ def train(
     wandb_images: bool,
     recogniser: bool,
     precision: float,
+    embedder: str,
     export: bool,
 ) -> None:
     """Train a model on DATA, a folder labelled with labelImg.
@@ -200,6 +209,7 @@ def train(
         wandb_images=wandb_images,
         recogniser=recogniser,
         precision=precision,
+        embedder=embedder,
         export=export,
     )
     click.echo(result.summary())

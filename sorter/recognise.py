@@ -37,10 +37,12 @@ from sorter.bundle import Bundle
 from sorter.faces import (
     FaceDetector,
     FaceEmbedder,
+    SFaceEmbedder,
     draw_synthetic_mask,
     from_detector_box,
     iou,
     mask_score,
+    template_landmarks,
     to_detector_box,
 )
 from sorter.records import Decoded, Face, LabelledImage, LabelledSet
@@ -73,16 +75,54 @@ def load_recogniser(bundle: Bundle) -> Recogniser | None:
 # ----------------------------------------------------------------------------------------------- features
 
 
-def _features(
-    embedder: FaceEmbedder, rgb: np.ndarray, boxes: Sequence[Sequence[float]]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``[n, 256]`` features (raw + canonical-mask embedding) and ``[n]`` mask scores for detector boxes."""
-    chips = embedder.chips(rgb, boxes)
-    if not chips:
-        return np.zeros((0, 256), np.float32), np.zeros((0,), np.float32)
-    raw = embedder.embed_chips(chips)
-    canon = embedder.embed_chips([embedder.canonical_mask(c) for c in chips])
-    return np.concatenate([raw, canon], 1), np.array([mask_score(c) for c in chips], np.float32)
+SFACE = "sface128"
+DLIB = "dlib128+canonical-mask-dlib128"
+FEATURES = (SFACE, DLIB)
+
+
+@dataclass
+class Featuriser:
+    """Turns faces (detector-style boxes + five landmarks) into the vectors the per-person model uses.
+
+    ``sface128`` (default): the SFace vector of the landmark-aligned face. ``dlib128+canonical-mask-dlib128``
+    (the first recogniser): dlib's vector of the face as it is and of the same face with its lower half
+    painted grey. Either way dlib's 5-point landmarks give a 150-px chip for the mask-state estimate.
+    """
+
+    kind: str = SFACE
+    dlib: FaceEmbedder = field(default_factory=FaceEmbedder)
+    sface: SFaceEmbedder = field(default_factory=SFaceEmbedder)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEATURES:
+            raise ValueError(f"unknown face features {self.kind!r} (known: {', '.join(FEATURES)})")
+
+    @property
+    def dim(self) -> int:
+        return 128 if self.kind == SFACE else 256
+
+    def features(
+        self, rgb: np.ndarray, boxes: Sequence[Sequence[float]], landmarks: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``[n, dim]`` features and ``[n]`` mask scores for detector-style boxes in ``rgb`` pixels."""
+        chips = self.dlib.chips(rgb, boxes)
+        if not chips:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0,), np.float32)
+        masked = np.array([mask_score(c) for c in chips], np.float32)
+        if self.kind == SFACE:
+            return self.sface.embed(rgb, boxes, landmarks), masked
+        raw = self.dlib.embed_chips(chips)
+        canon = self.dlib.embed_chips([self.dlib.canonical_mask(c) for c in chips])
+        return np.concatenate([raw, canon], 1), masked
+
+    def masked_copy(
+        self, rgb_masked: np.ndarray, box: Sequence[float], lm: np.ndarray, x: np.ndarray
+    ) -> np.ndarray:
+        """Features of the same face with a synthetic mask drawn on (``x``: its features unmasked)."""
+        if self.kind == SFACE:
+            return self.sface.embed(rgb_masked, [box], [lm])[0]
+        # the canonical-mask half is the same masked or not: the grey covers the mask
+        return np.concatenate([self.dlib.embed(rgb_masked, [box])[0], x[128:]])
 
 
 def _load_rgb(path: Path, max_side: int = EMBED_MAX_SIDE) -> tuple[np.ndarray, float]:
@@ -279,46 +319,48 @@ def _collect_one(
     people: list[str],
     seed: int,
     detector: FaceDetector,
-    embedder: FaceEmbedder,
+    featuriser: Featuriser,
 ) -> list[_Sample]:
     """Samples from one labelled photo: its boxed faces, and its unboxed faces as strangers."""
     # One generator per photo: the synthetic masks do not depend on how photos are spread over workers.
     rng = np.random.default_rng((seed, i))
     rgb, scale = _load_rgb(img.image)
-    det, _ = detector.detect(rgb)
+    det, _, marks = detector.detect_landmarks(rgb)
     boxes = [(b.name, tuple(v / scale for v in b.xyxy)) for b in img.boxes if b.name in people]
-    items: list[tuple[str, tuple[float, ...], tuple[float, ...]]] = []  # label, detector box, label box
+    # label, detector-style box, its landmarks, the label-style box
+    items: list[tuple[str, tuple[float, ...], np.ndarray, tuple[float, ...]]] = []
     for name, lb in boxes:
         j = max(range(len(det)), key=lambda k: iou(det[k], lb), default=None)
-        use = tuple(det[j]) if j is not None and iou(det[j], lb) >= MATCH_IOU else to_detector_box(lb)
-        items.append((name, use, lb))
-    for b in det:
+        if j is not None and iou(det[j], lb) >= MATCH_IOU:
+            items.append((name, tuple(det[j]), marks[j], lb))
+        else:  # MTCNN missed it: the labelled box, with landmarks where they usually are
+            use = to_detector_box(lb)
+            items.append((name, use, template_landmarks(use), lb))
+    for b, lm in zip(det, marks, strict=True):
         if max((iou(b, lb) for _, lb in boxes), default=0.0) < MATCH_IOU:
             # A face the labeller did not box: in a labelled photo that means "not one of ours".
-            items.append((STRANGER, tuple(b), from_detector_box(tuple(b))))
+            items.append((STRANGER, tuple(b), lm, from_detector_box(tuple(b))))
     if not items:
         return []
-    x, m = _features(embedder, rgb, [u for _, u, _ in items])
+    x, m = featuriser.features(rgb, [u for _, u, _, _ in items], [lm for _, _, lm, _ in items])
     out = []
-    for k, (name, use, lb) in enumerate(items):
-        raw_aug = embedder.embed(draw_synthetic_mask(rgb, lb, rng), [use])[0]
-        out.append(
-            _Sample(
-                photo=i, label=name, x=x[k], x_aug=np.concatenate([raw_aug, x[k, 128:]]), masked=float(m[k])
-            )
-        )
+    for k, (name, use, lm, lb) in enumerate(items):
+        x_aug = featuriser.masked_copy(draw_synthetic_mask(rgb, lb, rng), use, lm, x[k])
+        out.append(_Sample(photo=i, label=name, x=x[k], x_aug=x_aug, masked=float(m[k])))
     return out
 
 
-_MODELS: tuple[FaceDetector, FaceEmbedder] | None = None
+_MODELS: tuple[FaceDetector, Featuriser] | None = None
 
 
-def _init_collect(threads: int) -> None:
+def _init_collect(threads: int, kind: str) -> None:
     global _MODELS
+    import cv2
     import torch
 
     torch.set_num_threads(threads)
-    _MODELS = (FaceDetector(), FaceEmbedder())
+    cv2.setNumThreads(threads)
+    _MODELS = (FaceDetector(), Featuriser(kind))
 
 
 def _collect_worker(args: tuple[int, LabelledImage, list[str], int]) -> list[_Sample]:
@@ -332,6 +374,7 @@ def _collect(
     seed: int,
     log: Callable[[str], Any],
     workers: int | None = None,
+    kind: str = SFACE,
 ) -> list[_Sample]:
     """Embed the faces of every labelled photo, on one process per core (dlib is single-threaded)."""
     from sorter.analyse import MIN_PHOTOS_PER_WORKER, WorkersFailed, cores, default_workers, parallel_map
@@ -353,15 +396,17 @@ def _collect(
 
     if workers >= 2:
         try:
-            for samples in parallel_map(_collect_worker, jobs, workers, _init_collect, (cores() // workers,)):
+            for samples in parallel_map(
+                _collect_worker, jobs, workers, _init_collect, (cores() // workers, kind)
+            ):
                 done(samples)
             return out
         except WorkersFailed as exc:
             log(f"recogniser: worker processes failed ({exc}); going on in this process")
             jobs = jobs[finished:]
-    detector, embedder = FaceDetector(), FaceEmbedder()
+    detector, featuriser = FaceDetector(), Featuriser(kind)
     for job in jobs:
-        done(_collect_one(*job, detector, embedder))
+        done(_collect_one(*job, detector, featuriser))
     return out
 
 
@@ -411,6 +456,7 @@ def fit_recogniser(
     gamma: float = 2.0,
     folds: int = 5,
     workers: int | None = None,
+    features: str = SFACE,
 ) -> dict[str, Any]:
     """Train the per-person face model from labelled photos and save it to ``out_path`` (.npz).
 
@@ -427,7 +473,8 @@ def fit_recogniser(
     if not people:
         raise ValueError("no labelled faces to train a recogniser from")
     detector = FaceDetector()  # its settings are stored with the model
-    samples = _collect(train_images, people, seed, log, workers)
+    dim = Featuriser(features).dim  # also refuses an unknown kind before any work
+    samples = _collect(train_images, people, seed, log, workers, features)
     n_str = sum(s.label == STRANGER for s in samples)
     log(
         f"recogniser: {len(samples) - n_str} labelled faces, {n_str} strangers from "
@@ -438,8 +485,8 @@ def fit_recogniser(
             _Sample(
                 photo=-1,
                 label=STRANGER,
-                x=np.zeros(256, np.float32),
-                x_aug=np.zeros(256, np.float32),
+                x=np.zeros(dim, np.float32),
+                x_aug=np.zeros(dim, np.float32),
                 masked=0.0,
             )
         )
@@ -471,7 +518,7 @@ def fit_recogniser(
         "c": c,
         "gamma": gamma,
         "seed": seed,
-        "features": "dlib128+canonical-mask-dlib128",
+        "features": features,
         "metrics": metrics,
         "detector": {
             "thresholds": list(detector.thresholds),
@@ -536,7 +583,7 @@ class FaceRecogniser:
 
     path: Path
     detector: FaceDetector = field(default_factory=FaceDetector)
-    embedder: FaceEmbedder = field(default_factory=FaceEmbedder)
+    _featuriser: Featuriser | None = None
     _model: _KernelLR | None = None
     _meta: dict[str, Any] = field(default_factory=dict)
 
@@ -551,6 +598,7 @@ class FaceRecogniser:
                 gamma=float(meta["gamma"]),
                 classes=meta["classes"],
             )
+            self._featuriser = Featuriser(meta.get("features", DLIB))
         return self
 
     @property
@@ -566,10 +614,11 @@ class FaceRecogniser:
         self.load()
         rgb = np.asarray(image.rgb)
         scale = float(image.scale)
-        det, det_p = self.detector.detect(rgb)
+        det, det_p, marks = self.detector.detect_landmarks(rgb)
         # Merge: YOLO boxes are labeller-style, MTCNN's are tighter; compare like with like. YOLO may
         # report one face twice (one box per class): duplicates fold into the stronger one.
         merged: list[tuple[Face, tuple[float, ...]]] = []  # (face, detector-style box in full-size px)
+        lms: list[np.ndarray] = []  # five landmarks per merged face, full-size px
         used: set[int] = set()
         for f in sorted(faces, key=lambda f: -f.det_score):
             dbox = to_detector_box(f.xyxy)
@@ -585,11 +634,14 @@ class FaceRecogniser:
                 default=None,
             )
             face = Face(xyxy=f.xyxy, det_score=f.det_score, scores=dict(f.scores), masked=f.masked)
+            lm = template_landmarks(dbox)  # a YOLO box MTCNN did not confirm: landmarks where usual
             if j is not None and iou(det[j] * scale, dbox) >= MERGE_IOU:
                 used.add(j)
                 dbox = tuple(float(v) * scale for v in det[j])
                 face.det_score = max(f.det_score, float(det_p[j]))
+                lm = marks[j] * scale
             merged.append((face, dbox))
+            lms.append(lm)
         for j in range(len(det)):
             if j in used:
                 continue
@@ -597,6 +649,7 @@ class FaceRecogniser:
             if any(iou(dbox, d) >= MERGE_IOU for _, d in merged):
                 continue
             merged.append((Face(xyxy=from_detector_box(dbox), det_score=float(det_p[j])), dbox))
+            lms.append(marks[j] * scale)
         if not merged:
             return []
         # Small faces embed badly from the reduced decode: decode once more, larger, when one is small.
@@ -609,7 +662,9 @@ class FaceRecogniser:
                     src, s2 = _load_rgb(Path(image.photo.path), max_side=int(want))
                 except Exception:  # noqa: BLE001 - the photo changed or vanished: use what we have
                     src, s2 = rgb, scale
-        x, m = _features(self.embedder, src, [tuple(v / s2 for v in d) for _, d in merged])
+        x, m = self._featuriser.features(
+            src, [tuple(v / s2 for v in d) for _, d in merged], [lm / s2 for lm in lms]
+        )
         proba = self._model.proba(x)
         people = self._meta["people"]
         cols = [self._model.classes.index(p) for p in people]

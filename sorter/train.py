@@ -26,6 +26,7 @@ from sorter.metrics import box_metrics, photo_metrics, predict_labelled
 from sorter.tracking import Tracker
 
 RECOGNISER_FILE = "recogniser.npz"
+EMBEDDERS = {"sface": "sface128", "dlib": "dlib128+canonical-mask-dlib128"}  # sorter.recognise.FEATURES
 
 
 class TrainError(Exception):
@@ -50,6 +51,7 @@ class TrainSettings:
     wandb_images: bool = False
     recogniser: bool = True  # pretrained face embeddings + per-person model; the detector alone is weak
     precision: float = 0.98  # target photo-level precision the per-person thresholds are calibrated for
+    embedder: str = "sface"  # face vectors for the recogniser: "sface" (default) or "dlib" (sorter.recognise)
     export: bool = True  # OpenVINO export for CPU inference, used only if it re-validates (sorter.export)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -202,6 +204,7 @@ def train_model(
             target_precision=s.precision,
             seed=s.seed,
             log=log,
+            features=EMBEDDERS[s.embedder],
         )
         bundle.recogniser = RECOGNISER_FILE
         accept, low = FaceRecogniser(run_dir / RECOGNISER_FILE).thresholds
