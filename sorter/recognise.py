@@ -3,11 +3,15 @@
 The YOLO detector trained from a few hundred labelled photos finds faces poorly and tells people apart
 even worse, so the trained recogniser does both jobs with pretrained face models (:mod:`sorter.faces`):
 
-1. MTCNN finds faces in the decoded photo; YOLO's faces are merged in (IoU), faces YOLO missed are added.
-2. Each face becomes two 128-d dlib vectors: the face as it is, and the same aligned face with its lower
-   half painted over by a fixed grey "canonical mask". The second vector depends on the eyes and brow
-   only, so a stranger in the same mask colour as a child no longer looks like that child.
-3. A kernel logistic regression (the 256 numbers + RBF similarity to every training face) over
+1. MTCNN finds faces (and five landmarks each) in the decoded photo; YOLO's faces are merged in (IoU),
+   faces YOLO missed are added.
+2. Each face becomes a vector (:class:`Featuriser`). Default: SFace's 128-d vector of the face aligned
+   by its landmarks. Measured on make_library.py libraries with the same faces and the same model on
+   top, it reaches recall 0.97 at photo precision 0.98 where dlib's reaches 0.85 (masked faces 0.96
+   against 0.81), at a tenth of the cost. The first recogniser's dlib features stay available
+   (``--embedder dlib``): dlib's vector of the face as it is and of the same face with its lower half
+   painted a fixed grey, so that a stranger in the same mask colour as a child looks less like them.
+3. A kernel logistic regression (the vector + RBF similarity to every training face) over
    [children + "stranger"] turns them into a probability per child. Strangers are free negatives:
    faces found in the labelled photos that the labeller did not box. Labelled faces (and strangers)
    are also seen with a synthetic mask drawn on, so the model learns the masked look of children
