@@ -311,6 +311,7 @@ def test_bad_files_are_reported_and_every_good_photo_is_sorted(robust_model, tmp
 def test_files_that_change_or_vanish_during_the_run(robust_model, tmp_path, monkeypatch):
     """A real run in process; at chosen moments the test edits or deletes real library files."""
     pipeline = importlib.import_module("sorter.classify")  # the module; sorter.classify is the API function
+    stages = importlib.import_module("sorter.analyse")  # where photos are decoded
 
     lib, out = tmp_path / "lib", tmp_path / "sorted"
     lib.mkdir()
@@ -319,7 +320,7 @@ def test_files_that_change_or_vanish_during_the_run(robust_model, tmp_path, monk
         img, _ = synth.picture(rng, ["ava"])
         img.save(lib / f"p{i}.jpg", quality=90)
     before = library_state(lib)
-    real_decode = pipeline.decode
+    real_decode = stages.decode
 
     def meddling_decode(photo, **kw):
         decoded = real_decode(photo, **kw)
@@ -332,10 +333,10 @@ def test_files_that_change_or_vanish_during_the_run(robust_model, tmp_path, monk
                 fh.write(b"edited")
         return decoded
 
-    monkeypatch.setattr(pipeline, "decode", meddling_decode)
+    monkeypatch.setattr(stages, "decode", meddling_decode)
     bundle = Bundle.load(robust_model.run_dir)
     report = pipeline.classify_library(
-        lib, out, bundle, threshold=0.01, band=0.005, batch=1, progress=False, log=lambda m: None
+        lib, out, bundle, threshold=0.01, band=0.005, batch=1, workers=0, progress=False, log=lambda m: None
     )
     problems = {p.path.name: p.message for p in report.problems}
     assert set(problems) == {"p2.jpg", "p3.jpg", "p4.jpg"}, problems
@@ -347,7 +348,7 @@ def test_files_that_change_or_vanish_during_the_run(robust_model, tmp_path, monk
     assert not list(out.rglob("p2*")) and not list(out.rglob("p3*")) and not list(out.rglob("p4*"))
     assert not list(out.rglob(".photosort-tmp-*"))
 
-    monkeypatch.setattr(pipeline, "decode", real_decode)
+    monkeypatch.setattr(stages, "decode", real_decode)
     report = pipeline.classify_library(
         lib, out, bundle, threshold=0.01, band=0.005, batch=1, progress=False, log=lambda m: None
     )
