@@ -131,26 +131,13 @@ def refit_recogniser(labelled_dir: Path, run_dir: Path, settings) -> dict:
     from sorter.bundle import Bundle
     from sorter.dataset import split
     from sorter.labels import read_labelled
-    from sorter.recognise import FaceRecogniser, fit_recogniser
-    from sorter.train import EMBEDDERS, RECOGNISER_FILE
+    from sorter.train import add_recogniser
 
     labelled = read_labelled(labelled_dir)
     sides = split(labelled, val_fraction=settings.val_fraction, seed=settings.seed)
     train_images = [img for img in labelled.images if sides.get(img.image) != "val"]
-    cv = fit_recogniser(
-        labelled,
-        train_images,
-        run_dir / RECOGNISER_FILE,
-        target_precision=settings.precision,
-        seed=settings.seed,
-        log=lambda m: None,
-        features=EMBEDDERS[settings.embedder],
-    )
     bundle = Bundle.load(run_dir, verify=False)
-    bundle.recogniser = RECOGNISER_FILE
-    bundle.per_class_threshold, bundle.per_class_low = FaceRecogniser(run_dir / RECOGNISER_FILE).thresholds
-    bundle.save()
-    return cv
+    return add_recogniser(bundle, labelled, train_images, settings, lambda m: None)
 
 
 def main() -> None:

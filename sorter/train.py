@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,23 +194,9 @@ def train_model(
     bundle.save()
     recogniser_cv = None
     if s.recogniser:
-        from sorter.recognise import FaceRecogniser, fit_recogniser
-
         # Fit on the training side only, so the validation figures below are honest.
         train_images = [img for img in labelled.images if sides.get(img.image) != "val"]
-        recogniser_cv = fit_recogniser(
-            labelled,
-            train_images,
-            run_dir / RECOGNISER_FILE,
-            target_precision=s.precision,
-            seed=s.seed,
-            log=log,
-            features=EMBEDDERS[s.embedder],
-        )
-        bundle.recogniser = RECOGNISER_FILE
-        accept, low = FaceRecogniser(run_dir / RECOGNISER_FILE).thresholds
-        bundle.per_class_threshold, bundle.per_class_low = accept, low
-        bundle.save()
+        recogniser_cv = add_recogniser(bundle, labelled, train_images, s, log)
     metrics = measure(bundle, data_yaml, val_images, device)
     if s.export:
         from sorter.export import export_detector
@@ -244,6 +231,28 @@ def train_model(
         seconds=time.perf_counter() - t0,
         wandb=note,
     )
+
+
+def add_recogniser(
+    bundle: Bundle, labelled: Any, train_images: list, s: TrainSettings, log: Callable[[str], Any]
+) -> dict[str, Any]:
+    """Fit the face recogniser into the bundle's folder and adopt its calibrated thresholds."""
+    from sorter.recognise import FaceRecogniser, fit_recogniser
+
+    path = bundle.path / RECOGNISER_FILE
+    cv = fit_recogniser(
+        labelled,
+        train_images,
+        path,
+        target_precision=s.precision,
+        seed=s.seed,
+        log=log,
+        features=EMBEDDERS[s.embedder],
+    )
+    bundle.recogniser = RECOGNISER_FILE
+    bundle.per_class_threshold, bundle.per_class_low = FaceRecogniser(path).thresholds
+    bundle.save()
+    return cv
 
 
 def measure(bundle: Bundle, data_yaml: Path, images: list, device: str | None) -> dict[str, Any]:
