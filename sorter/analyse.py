@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sorter.bundle import Bundle
-from sorter.decode import DecodeError, decode, sha256_file
+from sorter.decode import WORK_SIDE, DecodeError, decode_work, read_photo, shrink
 from sorter.records import Face, Photo
 
 T = TypeVar("T")
@@ -60,20 +60,23 @@ class Analyser:
     threads: int | None = None
     _detector: object = None
     _recogniser: object = None
+    _side: int = WORK_SIDE
 
     def _load(self) -> None:
         if self._detector is not None:
             return
         if self.threads:
             import cv2
-            import torch
 
-            torch.set_num_threads(self.threads)
             cv2.setNumThreads(self.threads)
+            if "torch" in sys.modules:  # never imported just to set this: it costs ~0.5 GB
+                sys.modules["torch"].set_num_threads(self.threads)
         from sorter.detect import YoloDetector, pick_device
         from sorter.recognise import load_recogniser
 
-        self._recogniser = load_recogniser(self.bundle)
+        self._recogniser = load_recogniser(self.bundle, self.threads)
+        # Without a recogniser only the detector looks at the photo: decode no larger than it needs.
+        self._side = WORK_SIDE if self._recogniser is not None else self.bundle.imgsz
         device = pick_device(self.device)
         self._detector = YoloDetector(
             weights=self.bundle.detector_path(device),
@@ -82,6 +85,7 @@ class Analyser:
             device=device,
             batch=self.batch,
             min_score=self.min_score,
+            threads=self.threads,
         )
 
     def run(self, photos: list[Photo]) -> list[Analysed]:
@@ -92,11 +96,12 @@ class Analyser:
         for a in out:
             ts = time.perf_counter()
             try:
-                a.sha = sha256_file(a.photo.path)
+                # one read: the bytes that are hashed are the bytes decoded
+                a.sha, data = read_photo(a.photo)
                 if a.sha in self.known:
                     a.known = True
                 else:
-                    todo.append((a, decode(a.photo, max_side=max(self.bundle.imgsz, 640))))
+                    todo.append((a, decode_work(a.photo, data, side=self._side)))
             except DecodeError as exc:
                 a.error = str(exc)
             except OSError as exc:
@@ -105,7 +110,8 @@ class Analyser:
         if not todo:
             return out
         ts = time.perf_counter()
-        found = self._detector.detect([d for _, d in todo])
+        # The detector wants its own input size; the recogniser gets the larger canonical decode.
+        found = self._detector.detect([shrink(d, self.bundle.imgsz) for _, d in todo])
         per = (time.perf_counter() - ts) / len(todo)
         for (a, d), faces in zip(todo, found, strict=True):
             a.seconds["detect"] = per

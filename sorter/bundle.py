@@ -3,7 +3,9 @@
     bundle.json     classes, decision thresholds, the exact training settings, file checksums
     weights/        detector weights (best.pt) and their OpenVINO export (weights/best_openvino_model/)
     metrics.json    validation figures
-    recogniser/     (when trained) the per-person face model
+    recogniser.npz  (when trained) the per-person face model
+    face_detector/  (when trained) the face detector's ONet stage as OpenVINO IR, so classify runs
+                    without torch
 
 Checksums are verified on load, so a tampered or half-copied bundle is refused with a clear message
 instead of being unpickled (model weights are pickles: loading an untrusted one runs code).
@@ -41,6 +43,7 @@ class Bundle:
     files: dict[str, str] = field(default_factory=dict)
     recogniser: str | None = None  # relative path of the recogniser file, when there is one
     export: str | None = None  # folder of the re-validated OpenVINO export (CPU inference), if any
+    face_detector: str | None = None  # the recogniser's face detector stage as OpenVINO IR (.xml), if any
 
     @property
     def weights_path(self) -> Path:
@@ -67,6 +70,8 @@ class Bundle:
     def save(self) -> None:
         """Write bundle.json with fresh checksums of every file the bundle names."""
         tracked = [self.weights] + ([self.recogniser] if self.recogniser else [])
+        if self.face_detector:
+            tracked += [self.face_detector, str(Path(self.face_detector).with_suffix(".bin"))]
         if self.export:
             tracked += sorted(
                 p.relative_to(self.path).as_posix()

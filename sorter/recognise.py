@@ -38,11 +38,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from sorter.bundle import Bundle
+from sorter.decode import WORK_SIDE
 from sorter.faces import (
     FaceDetector,
     FaceEmbedder,
     SFaceEmbedder,
+    YuNetDetector,
     draw_synthetic_mask,
+    face_detector,
     from_detector_box,
     iou,
     mask_score,
@@ -55,8 +58,6 @@ STRANGER = "__stranger__"
 FORMAT = "photosort-recogniser/1"
 MATCH_IOU = 0.3  # a detector box and a labelled/YOLO box are the same face at this IoU
 MERGE_IOU = 0.4
-EMBED_MIN_FACE = 90  # re-decode larger when a face is smaller than this in the decoded photo (px)
-EMBED_MAX_SIDE = 2048  # ... but never beyond this long side
 MASKED_AT = 0.5  # mask_score at or above this = masked
 # A person's own accept threshold needs this many validation photos of them: to tell 98% precision
 # from 96% takes about 50 accepted photos (one mistake in 50 is 2%).
@@ -72,11 +73,12 @@ class Recogniser(Protocol):
     def embed_key(self) -> str: ...
 
 
-def load_recogniser(bundle: Bundle) -> Recogniser | None:
+def load_recogniser(bundle: Bundle, threads: int | None = None) -> Recogniser | None:
     """The bundle's recogniser (loaded lazily on first use), or None when the bundle has none."""
     if not bundle.recogniser:
         return None
-    return FaceRecogniser(bundle.path / bundle.recogniser)
+    ir = bundle.path / bundle.face_detector if bundle.face_detector else None
+    return FaceRecogniser(bundle.path / bundle.recogniser, onet_ir=ir, threads=threads)
 
 
 # ----------------------------------------------------------------------------------------------- features
@@ -132,14 +134,14 @@ class Featuriser:
         return np.concatenate([self.dlib.embed(rgb_masked, [box])[0], x[128:]])
 
 
-def _load_rgb(path: Path, max_side: int = EMBED_MAX_SIDE) -> tuple[np.ndarray, float]:
-    """Displayed-orientation RGB with long side <= ``max_side``; returns (rgb, full-size px per rgb px)."""
-    from sorter.decode import decode
+def _load_rgb(path: Path) -> tuple[np.ndarray, float]:
+    """The photo as classify sees it (canonical decode, displayed orientation); (rgb, full px per rgb px)."""
+    from sorter.decode import decode_work, read_photo
     from sorter.records import Photo
 
     st = path.stat()
     photo = Photo(path=path, rel=Path(path.name), size=st.st_size, mtime_ns=st.st_mtime_ns)
-    d = decode(photo, max_side=max_side)
+    d = decode_work(photo, read_photo(photo)[1])
     return np.asarray(d.rgb), float(d.scale)
 
 
@@ -330,7 +332,7 @@ def _collect_one(
     img: LabelledImage,
     people: list[str],
     seed: int,
-    detector: FaceDetector,
+    detector: FaceDetector | YuNetDetector,
     featuriser: Featuriser,
 ) -> list[_Sample]:
     """Samples from one labelled photo: its boxed faces, and its unboxed faces as strangers."""
@@ -362,7 +364,7 @@ def _collect_one(
     return out
 
 
-_MODELS: tuple[FaceDetector, Featuriser] | None = None
+_MODELS: tuple[FaceDetector | YuNetDetector, Featuriser] | None = None
 
 
 def _init_collect(threads: int, kind: str) -> None:
@@ -372,7 +374,7 @@ def _init_collect(threads: int, kind: str) -> None:
 
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    _MODELS = (FaceDetector(), Featuriser(kind))
+    _MODELS = (face_detector(), Featuriser(kind))
 
 
 def _collect_worker(args: tuple[int, LabelledImage, list[str], int]) -> list[_Sample]:
@@ -416,7 +418,7 @@ def _collect(
         except WorkersFailed as exc:
             log(f"recogniser: worker processes failed ({exc}); going on in this process")
             jobs = jobs[finished:]
-    detector, featuriser = FaceDetector(), Featuriser(kind)
+    detector, featuriser = face_detector(), Featuriser(kind)
     for job in jobs:
         done(_collect_one(*job, detector, featuriser))
     return out
@@ -484,7 +486,7 @@ def fit_recogniser(
     people = [c_ for c_ in labelled.classes if any(b.name == c_ for im in train_images for b in im.boxes)]
     if not people:
         raise ValueError("no labelled faces to train a recogniser from")
-    detector = FaceDetector()  # its settings are stored with the model
+    detector = face_detector()  # its settings are stored with the model
     dim = Featuriser(features).dim  # also refuses an unknown kind before any work
     samples = _collect(train_images, people, seed, log, workers, features)
     n_str = sum(s.label == STRANGER for s in samples)
@@ -532,11 +534,7 @@ def fit_recogniser(
         "seed": seed,
         "features": features,
         "metrics": metrics,
-        "detector": {
-            "thresholds": list(detector.thresholds),
-            "min_face_size": detector.min_face_size,
-            "max_side": detector.max_side,
-        },
+        "detector": detector.settings(),
     }
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -594,7 +592,9 @@ class FaceRecogniser:
     """
 
     path: Path
-    detector: FaceDetector = field(default_factory=FaceDetector)
+    detector: FaceDetector | YuNetDetector | None = None  # default: the one the model was trained with
+    onet_ir: Path | None = None  # the detector's ONet as OpenVINO IR (runs without torch), if any
+    threads: int | None = None
     _featuriser: Featuriser | None = None
     _model: _KernelLR | None = None
     _meta: dict[str, Any] = field(default_factory=dict)
@@ -611,6 +611,9 @@ class FaceRecogniser:
                 classes=meta["classes"],
             )
             self._featuriser = Featuriser(meta.get("features", DLIB))
+            if self.detector is None:
+                self.detector = face_detector(meta.get("detector"), self.onet_ir)
+                self.detector.threads = self.threads
         return self
 
     @property
@@ -623,9 +626,18 @@ class FaceRecogniser:
         return dict(self._meta["accept"]), dict(self._meta["low"])
 
     def recognise(self, image: Decoded, faces: list[Face]) -> list[Face]:
+        """Faces of ``image`` scored per person. ``faces``: the YOLO detector's, merged in by IoU.
+
+        A photo larger than the canonical decode (:func:`sorter.decode.canonical`) is reduced to it
+        first, so the answer for a photo is the same however large it was decoded.
+        """
+        from sorter.decode import canonical
+
         self.load()
-        rgb = np.asarray(image.rgb)
-        scale = float(image.scale)
+        assert self.detector is not None
+        given = np.asarray(image.rgb)
+        rgb, _ = canonical(given)
+        scale = float(image.scale) * given.shape[1] / rgb.shape[1]  # full-size px per px of rgb
         det, det_p, marks = self.detector.detect_landmarks(rgb)
         # Merge: YOLO boxes are labeller-style, MTCNN's are tighter; compare like with like. YOLO may
         # report one face twice (one box per class): duplicates fold into the stronger one.
@@ -664,18 +676,8 @@ class FaceRecogniser:
             lms.append(marks[j] * scale)
         if not merged:
             return []
-        # Small faces embed badly from the reduced decode: decode once more, larger, when one is small.
-        src, s2 = rgb, scale
-        smallest = min((d[3] - d[1]) / scale for _, d in merged)
-        if smallest < EMBED_MIN_FACE and scale > 1.0:
-            want = min(EMBED_MAX_SIDE, max(rgb.shape[:2]) * EMBED_MIN_FACE / max(smallest, 1.0))
-            if want > max(rgb.shape[:2]) * 1.2:
-                try:
-                    src, s2 = _load_rgb(Path(image.photo.path), max_side=int(want))
-                except Exception:  # noqa: BLE001 - the photo changed or vanished: use what we have
-                    src, s2 = rgb, scale
         x, m = self._featuriser.features(
-            src, [tuple(v / s2 for v in d) for _, d in merged], [lm / s2 for lm in lms]
+            rgb, [tuple(v / scale for v in d) for _, d in merged], [lm / scale for lm in lms]
         )
         proba = self._model.proba(x)
         people = self._meta["people"]
@@ -696,7 +698,7 @@ class FaceRecogniser:
         """Identifies how face vectors were made (face detector settings + embedding), not the model
         on top: a recogniser retrained on more labels keeps this key and re-scores stored vectors."""
         self.load()
-        what = [self._meta["detector"], self._meta["features"], EMBED_MIN_FACE, EMBED_MAX_SIDE]
+        what = [self._meta["detector"], self._meta["features"], WORK_SIDE]
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
     def rescore(self, faces: list[Face]) -> list[Face] | None:

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 
 from sorter.decode import decode
-from sorter.faces import FaceDetector, FaceEmbedder, from_detector_box, iou, mask_score, to_detector_box
+from sorter.faces import (
+    FaceDetector,
+    FaceEmbedder,
+    YuNetDetector,
+    from_detector_box,
+    iou,
+    mask_score,
+    to_detector_box,
+)
 from sorter.labels import read_labelled
 from sorter.records import Decoded, Face, LabelledSet, Photo
 
@@ -51,13 +59,20 @@ def test_box_mapping_round_trips():
     assert iou(box, to_detector_box(box)) > 0.8
 
 
-def test_detector_finds_the_labelled_faces(sample_train, models):
-    detector, _ = models
+@pytest.mark.parametrize("detector", [YuNetDetector(), FaceDetector()], ids=["yunet+onet", "mtcnn"])
+def test_detector_finds_the_labelled_faces(sample_train, detector):
+    """The default detector (YuNet + ONet) and the one older recognisers were trained with (MTCNN)."""
     found = total = 0
     for img in sample_train.images[:8]:
         d = decode(_photo(img.image), max_side=640)
-        boxes, scores = detector.detect(np.asarray(d.rgb))
+        boxes, scores, marks = detector.detect_landmarks(np.asarray(d.rgb))
         assert boxes.shape[1:] == (4,) and len(scores) == len(boxes) and np.all((scores >= 0) & (scores <= 1))
+        assert marks.shape == (len(boxes), 5, 2)
+        # landmarks belong to their face (boxes cut by the photo's edge aside: their landmarks are not cut)
+        h, w = np.asarray(d.rgb).shape[:2]
+        whole = (boxes[:, 0] > 0) & (boxes[:, 1] > 0) & (boxes[:, 2] < w) & (boxes[:, 3] < h)
+        centre = marks[whole].mean(1)
+        assert ((centre >= boxes[whole, :2]) & (centre <= boxes[whole, 2:])).all()
         full = boxes * d.scale
         for b in img.boxes:
             if b.xyxy[3] - b.xyxy[1] < 24:  # tiny faces: not what the targets are about
@@ -131,9 +146,41 @@ def test_fit_save_load_recognise_and_repick(sample_train, tmp_path):
         assert isinstance(f.masked, bool)
         x0, y0, x1, y1 = f.xyxy
         assert 0 <= x0 < x1 <= d.full_wh[0] + 5 and 0 <= y0 < y1 <= d.full_wh[1] + 5
-    # the stronger YOLO box is kept once (its duplicate folds into it); MTCNN adds the faces it found
+    # the stronger YOLO box is kept once (its duplicate folds into it); the face detector adds the rest
     assert sum(f.xyxy == fake_yolo.xyxy for f in faces) == 1 and not any(f.xyxy == dup.xyxy for f in faces)
     assert len(faces) >= 2
+
+
+def test_recognition_does_not_depend_on_decode_size_or_backend(sample_train, tmp_path):
+    """Issue 4: classify decodes a large JPEG reduced (DCT scaling) and runs ONet on OpenVINO; a naive
+    loop decodes it in full and runs ONet on torch. Both must see the same faces with the same scores."""
+    from PIL import Image
+
+    from sorter.decode import decode_work, read_photo
+    from sorter.faces import export_onet
+    from sorter.recognise import FaceRecogniser, fit_recogniser
+
+    images = [im for im in sample_train.images if len(im.boxes) <= 3][:8]
+    out = tmp_path / "recogniser.npz"
+    fit_recogniser(sample_train, images, out, target_precision=0.9, log=lambda m: None)
+    ir = export_onet(tmp_path / "face_detector")
+    checked = 0
+    for i, src in enumerate(sorted((SAMPLE / "test").glob("*.jpg"))[:6]):
+        with Image.open(src) as im:  # a sample photo as a 12-MP-like phone photo: 8x the pixels each way
+            big = tmp_path / f"big{i}.jpg"
+            im.convert("RGB").resize((im.width * 8, im.height * 8), Image.BICUBIC).save(big, quality=92)
+        photo = _photo(big)
+        reduced = decode_work(photo, read_photo(photo)[1])
+        full = decode(photo, max_side=1 << 30)
+        assert np.asarray(reduced.rgb).shape[1] < np.asarray(full.rgb).shape[1] // 3
+        a = FaceRecogniser(out, onet_ir=ir).recognise(reduced, [])
+        b = FaceRecogniser(out).recognise(full, [])
+        assert len(a) == len(b), big
+        for fa, fb in zip(sorted(a, key=lambda f: f.xyxy), sorted(b, key=lambda f: f.xyxy), strict=True):
+            assert iou(fa.xyxy, fb.xyxy) > 0.9
+            assert max(abs(fa.scores[p] - fb.scores[p]) for p in fa.scores) < 0.05
+            checked += 1
+    assert checked >= 4
 
 
 def test_retrained_recogniser_rescores_stored_faces_without_decoding(sample_train, robust_model, tmp_path):

@@ -320,10 +320,10 @@ def test_files_that_change_or_vanish_during_the_run(robust_model, tmp_path, monk
         img, _ = synth.picture(rng, ["ava"])
         img.save(lib / f"p{i}.jpg", quality=90)
     before = library_state(lib)
-    real_decode = stages.decode
+    real_decode = stages.decode_work
 
-    def meddling_decode(photo, **kw):
-        decoded = real_decode(photo, **kw)
+    def meddling_decode(photo, *args, **kw):
+        decoded = real_decode(photo, *args, **kw)
         if photo.path.name == "p1.jpg":
             (lib / "p4.jpg").unlink()  # p4 vanishes after the scan found it, before it is read
         elif photo.path.name == "p2.jpg":
@@ -333,7 +333,7 @@ def test_files_that_change_or_vanish_during_the_run(robust_model, tmp_path, monk
                 fh.write(b"edited")
         return decoded
 
-    monkeypatch.setattr(stages, "decode", meddling_decode)
+    monkeypatch.setattr(stages, "decode_work", meddling_decode)
     bundle = Bundle.load(robust_model.run_dir)
     report = pipeline.classify_library(
         lib, out, bundle, threshold=0.01, band=0.005, batch=1, workers=0, progress=False, log=lambda m: None
@@ -348,7 +348,7 @@ def test_files_that_change_or_vanish_during_the_run(robust_model, tmp_path, monk
     assert not list(out.rglob("p2*")) and not list(out.rglob("p3*")) and not list(out.rglob("p4*"))
     assert not list(out.rglob(".photosort-tmp-*"))
 
-    monkeypatch.setattr(stages, "decode", real_decode)
+    monkeypatch.setattr(stages, "decode_work", real_decode)
     report = pipeline.classify_library(
         lib, out, bundle, threshold=0.01, band=0.005, batch=1, progress=False, log=lambda m: None
     )
