@@ -9,9 +9,12 @@ least max(sizes) + add photos (photo i depends only on the seed and i, so its fi
 "a library of N"). For each size N, on one trained model, in one run, each stage a separate process
 (so peak RSS is that of the stage's whole process tree, workers included):
 
-1. floor: decode-only scan (read + reduced JPEG decode + EXIF) on the same worker processes as classify,
-2. naive: ultralytics ``model.predict(path)`` per file with the PyTorch weights + the recogniser on the
-   full-size photo, one process, same decision rule (smallest size only; ``--naive-limit``),
+1. floor: decode-only scan (read + hash + reduced JPEG decode + EXIF) on the same worker processes as
+   classify, twice: at classify's own decode size (the canonical size: 2016 px for a 12-MP photo, what
+   classify would cost if the models were free) and at 640 px (the least any detector needs),
+2. naive: ultralytics ``model.predict(path)`` per file with the PyTorch weights + the recogniser (its face
+   detector's ONet on torch) on the full-size photo, one process, same decision rule (smallest size
+   only; ``--naive-limit``),
 3. ``photosort classify`` cold, 4. again on the unchanged library, 5. after adding ``--add`` photos.
 
 Writes bench/results/throughput.json and prints a table.
@@ -38,7 +41,9 @@ sys.path.insert(1, str(ROOT / "bench"))
 # ------------------------------------------------------------------------------------------ the stages
 
 
-def stage_floor(lib: Path) -> dict:
+def stage_floor(lib: Path, side: int) -> dict:
+    import functools
+
     import throughput  # workers need the function by an importable name, not as __main__'s
 
     from sorter.analyse import default_workers, parallel_map
@@ -47,14 +52,15 @@ def stage_floor(lib: Path) -> dict:
 
     photos = [p for p in scan(lib) if isinstance(p, Photo)]
     t = time.perf_counter()
-    n = sum(parallel_map(throughput.decode_one, photos, default_workers(), models=False))
-    return {"photos": n, "seconds": time.perf_counter() - t}
+    one = functools.partial(throughput.decode_one, side=side)
+    n = sum(parallel_map(one, photos, default_workers(), models=False))
+    return {"photos": n, "seconds": time.perf_counter() - t, "side": side}
 
 
-def decode_one(photo) -> int:
-    from sorter.decode import decode
+def decode_one(photo, side: int) -> int:
+    from sorter.decode import decode_work, read_photo
 
-    decode(photo, max_side=640)
+    decode_work(photo, read_photo(photo)[1], side=side)
     return 1
 
 
@@ -80,14 +86,14 @@ def stage_naive(lib: Path, model: Path, out_json: Path, limit: int) -> dict:
     from sorter import offline
     from sorter.bundle import Bundle, load_yolo
     from sorter.decide import decide
-    from sorter.recognise import load_recogniser
+    from sorter.recognise import FaceRecogniser
     from sorter.records import Decoded, Face, Photo
     from sorter.scan import scan
 
     offline.prepare()
     bundle = Bundle.load(model)
     yolo = load_yolo(bundle.weights_path)  # PyTorch
-    rec = load_recogniser(bundle)
+    rec = FaceRecogniser(bundle.path / bundle.recogniser) if bundle.recogniser else None  # ONet on torch
     accept, low = bundle.thresholds()
     photos = [p for p in scan(lib) if isinstance(p, Photo)][:limit]
     decisions = {}
@@ -201,7 +207,7 @@ def main() -> None:
         name, *rest = sys.argv[2:]
         os.environ.setdefault("PHOTOSORT_HOME", str(ROOT / "runs" / ".home"))
         if name == "floor":
-            res = stage_floor(Path(rest[0]))
+            res = stage_floor(Path(rest[0]), int(rest[1]))
         elif name == "classify":
             res = stage_classify(Path(rest[0]), Path(rest[1]), Path(rest[2]))
         else:
@@ -231,8 +237,12 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         link_library(args.source, lib, rows[:n])
         row: dict = {"photos": n}
-        row["floor"] = run_stage("floor", str(lib))
+        from sorter.decode import WORK_SIDE
+
+        row["floor"] = run_stage("floor", str(lib), str(WORK_SIDE))
         print(f"{n}: floor {row['floor']}", flush=True)
+        row["floor_640"] = run_stage("floor", str(lib), "640")
+        print(f"{n}: floor at 640 px {row['floor_640']}", flush=True)
         if n == min(args.sizes) and args.naive_limit > 0:
             naive_json = args.work / f"naive-{n}.json"
             row["naive"] = run_stage(
@@ -252,6 +262,7 @@ def main() -> None:
         cold, floor = row["cold"]["seconds"], row["floor"]["seconds"]
         row["ratios"] = {
             "cold_over_floor": round(cold / floor, 2),
+            "cold_over_floor_640": round(cold / row["floor_640"]["seconds"], 2),
             "cold_over_rerun": round(cold / max(row["rerun"]["seconds"], 1e-3), 1),
         }
         if "naive" in row:
@@ -269,7 +280,7 @@ def main() -> None:
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"\n{'photos':>7} {'stage':<8} {'photos/s':>9} {'seconds':>9} {'peak RSS MB':>12}")
     for r in results:
-        for stage in ("floor", "naive", "cold", "rerun", "added"):
+        for stage in ("floor", "floor_640", "naive", "cold", "rerun", "added"):
             if stage in r:
                 s = r[stage]
                 rate, secs, rss = s["photos_per_s"], s["seconds"], s["peak_rss_mb"]

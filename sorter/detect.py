@@ -53,16 +53,18 @@ class OpenVinoYolo:
 
     Why not ultralytics' own OpenVINO backend: it imports torch, ~0.5 GB in each worker process, for
     nothing the export needs. This does what ultralytics' predictor does for a static 640x640 export:
-    letterbox (resize keeping the aspect ratio, pad with grey 114), RGB in 0..1, the network, then
+    letterbox (resize keeping the aspect ratio, pad with grey 114; for a dynamic export only to the next
+    multiple of 32), RGB in 0..1, the network, then
     per-class NMS at IoU 0.7 keeping at most 300 boxes. ``tests/test_export.py`` checks it finds the same
     boxes as ultralytics on the same export.
     """
 
     IOU = 0.7
     MAX_DET = 300
+    STRIDE = 32  # YOLO11's largest stride
 
     def __init__(self, folder: Path, imgsz: int, threads: int | None = None) -> None:
-        offline.prepare()  # OpenVINO's telemetry made unimportable before openvino loads
+        offline.prepare(ultralytics=False)  # OpenVINO's telemetry made unimportable before it loads
         import openvino as ov
 
         xml = next(Path(folder).glob("*.xml"))
@@ -73,9 +75,10 @@ class OpenVinoYolo:
         model = core.read_model(model=str(xml), weights=str(xml.with_suffix(".bin")))
         self.compiled = core.compile_model(model, "CPU", config)
         shape = self.compiled.input(0).get_partial_shape()
-        self.size = (
-            (shape[2].get_length(), shape[3].get_length()) if shape.is_static else (imgsz, imgsz)
-        )  # (h, w)
+        # A dynamic export takes the photo's own aspect (640x480, not 640x640: ~25% less work), padded to
+        # a multiple of the network stride, as ultralytics' predictor does for dynamic exports.
+        self.rect = not shape.is_static
+        self.size = (imgsz, imgsz) if self.rect else (shape[2].get_length(), shape[3].get_length())  # (h, w)
 
     def predict(self, bgr: np.ndarray, conf: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes ``[n, 4]`` xyxy in ``bgr``'s pixels, scores ``[n]``, class indices ``[n]``."""
@@ -85,7 +88,10 @@ class OpenVinoYolo:
         th, tw = self.size
         r = min(th / h, tw / w)
         nw, nh = round(w * r), round(h * r)
-        dw, dh = (tw - nw) / 2, (th - nh) / 2
+        dw, dh = tw - nw, th - nh
+        if self.rect:
+            dw, dh = dw % self.STRIDE, dh % self.STRIDE
+        dw, dh = dw / 2, dh / 2
         img = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nw, nh) != (w, h) else bgr
         top, bottom = round(dh - 0.1), round(dh + 0.1)
         left, right = round(dw - 0.1), round(dw + 0.1)
@@ -167,7 +173,9 @@ class YoloDetector:
             return []
         self.load()
         # ultralytics expects numpy images as BGR (OpenCV order).
-        arrays = [np.ascontiguousarray(np.asarray(d.rgb)[..., ::-1]) for d in images]
+        import cv2
+
+        arrays = [cv2.cvtColor(np.ascontiguousarray(d.rgb), cv2.COLOR_RGB2BGR) for d in images]
         if self._ov is not None:
             return [
                 self._faces(d, *self._ov.predict(a, self.min_score))

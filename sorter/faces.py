@@ -197,7 +197,7 @@ class YuNetDetector:
         if s < 1.0:  # area averaging: the same pixels whatever size the photo was decoded at
             img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
         self._yunet.setInputSize((img.shape[1], img.shape[0]))
-        _, found = self._yunet.detect(np.ascontiguousarray(img[..., ::-1]))
+        _, found = self._yunet.detect(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         if found is None or not len(found):
             return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
         crops, squares = [], []
@@ -230,7 +230,7 @@ def _load_onet(ir: Path | None, threads: int | None) -> Callable[[np.ndarray], t
     if ir is not None:
         from sorter import offline
 
-        offline.prepare()  # OpenVINO's telemetry made unimportable first
+        offline.prepare(ultralytics=False)  # OpenVINO's telemetry made unimportable first
         import openvino as ov
 
         config = {"PERFORMANCE_HINT": "LATENCY"} | (
@@ -310,19 +310,22 @@ class FaceEmbedder:
     _net: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def load(self) -> FaceEmbedder:
+    def load(self, net: bool = True) -> FaceEmbedder:
+        """Load the landmark model, and the descriptor network too when ``net`` (chips alone need only
+        the landmarks: with SFace vectors, dlib only cuts the chip for the mask estimate)."""
         with self._lock:
-            if self._net is None:
-                import dlib
-                import face_recognition_models as frm
+            import dlib
+            import face_recognition_models as frm
 
+            if self._sp is None:
                 self._sp = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+            if net and self._net is None:
                 self._net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
         return self
 
     def chips(self, rgb: np.ndarray, boxes_xyxy: Sequence[Sequence[float]]) -> list[np.ndarray]:
         """Aligned face chips (``chip_size`` square, RGB uint8), one per box."""
-        self.load()
+        self.load(net=False)
         import dlib
 
         img = np.ascontiguousarray(rgb, dtype=np.uint8)
@@ -437,7 +440,9 @@ class SFaceEmbedder:
         self.load()
         if not len(boxes_xyxy):
             return np.zeros((0, 128), np.float32)
-        bgr = np.ascontiguousarray(np.asarray(rgb)[..., ::-1])  # OpenCV's channel order
+        import cv2
+
+        bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)  # OpenCV's channel order
         out = []
         for b, lm in zip(boxes_xyxy, landmarks, strict=True):
             row = np.zeros((1, 15), np.float32)

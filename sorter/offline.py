@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 _done = False
+_settings_done = False
 
 
 def config_dir() -> Path:
@@ -25,10 +26,17 @@ def config_dir() -> Path:
     return Path(base) / "ultralytics"
 
 
-def prepare() -> None:
-    """Set the offline switches. Safe to call many times; cheap after the first."""
-    global _done
+def prepare(ultralytics: bool = True) -> None:
+    """Set the offline switches. Safe to call many times; cheap after the first.
+
+    ``ultralytics=False``: everything but ultralytics' own settings file, which needs ultralytics (and
+    so torch, ~0.5 GB) imported; for processes that only run OpenVINO or OpenCV models.
+    """
+    global _done, _settings_done
     if _done:
+        if ultralytics and not _settings_done:
+            _settings_done = True
+            _settings_off()
         return
     os.environ.setdefault("YOLO_OFFLINE", "true")  # skips the 1.1.1.1 / 8.8.8.8 probes on import
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # never pip-install exporters mid-run
@@ -50,7 +58,9 @@ def prepare() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TORCH_HOME", str(cfg.parent / "torch"))
     _done = True
-    _settings_off()
+    if ultralytics:
+        _settings_done = True
+        _settings_off()
 
 
 def _install_font(dest: Path) -> None:

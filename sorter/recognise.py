@@ -631,14 +631,19 @@ class FaceRecogniser:
         A photo larger than the canonical decode (:func:`sorter.decode.canonical`) is reduced to it
         first, so the answer for a photo is the same however large it was decoded.
         """
-        from sorter.decode import canonical
+        from sorter.decode import canonical, shrink
 
         self.load()
         assert self.detector is not None
         given = np.asarray(image.rgb)
-        rgb, _ = canonical(given)
+        rgb, k = canonical(given)
         scale = float(image.scale) * given.shape[1] / rgb.shape[1]  # full-size px per px of rgb
-        det, det_p, marks = self.detector.detect_landmarks(rgb)
+        if k == 1:  # the face detector's input: the same reduced copy YOLO was given, when there is one
+            view = shrink(image, self.detector.max_side)
+        else:
+            view = shrink(replace(image, rgb=rgb, scale=scale, views={}), self.detector.max_side)
+        det, det_p, marks = self.detector.detect_landmarks(np.asarray(view.rgb))
+        det, marks = det * (view.scale / scale), marks * (view.scale / scale)  # to px of rgb
         # Merge: YOLO boxes are labeller-style, MTCNN's are tighter; compare like with like. YOLO may
         # report one face twice (one box per class): duplicates fold into the stronger one.
         merged: list[tuple[Face, tuple[float, ...]]] = []  # (face, detector-style box in full-size px)

@@ -71,6 +71,8 @@ class Decoded:
     rgb: object  # numpy uint8 HxWx3, RGB, displayed orientation
     scale: float  # displayed-full-size pixels per decoded pixel (>= 1 when reduced)
     full_wh: tuple[int, int]
+    # smaller copies made for models that want less (decode.shrink), by long side: made once per photo
+    views: dict[int, Decoded] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass

@@ -156,6 +156,7 @@ def test_recognition_does_not_depend_on_decode_size_or_backend(sample_train, tmp
     loop decodes it in full and runs ONet on torch. Both must see the same faces with the same scores."""
     from PIL import Image
 
+    from sorter.decide import decide
     from sorter.decode import decode_work, read_photo
     from sorter.faces import export_onet
     from sorter.recognise import FaceRecogniser, fit_recogniser
@@ -172,15 +173,21 @@ def test_recognition_does_not_depend_on_decode_size_or_backend(sample_train, tmp
         photo = _photo(big)
         reduced = decode_work(photo, read_photo(photo)[1])
         full = decode(photo, max_side=1 << 30)
-        assert np.asarray(reduced.rgb).shape[1] < np.asarray(full.rgb).shape[1] // 3
-        a = FaceRecogniser(out, onet_ir=ir).recognise(reduced, [])
+        assert np.asarray(reduced.rgb).shape[1] <= np.asarray(full.rgb).shape[1] // 2
+        rec = FaceRecogniser(out, onet_ir=ir)
+        a = rec.recognise(reduced, [])
         b = FaceRecogniser(out).recognise(full, [])
-        assert len(a) == len(b), big
-        for fa, fb in zip(sorted(a, key=lambda f: f.xyxy), sorted(b, key=lambda f: f.xyxy), strict=True):
-            assert iou(fa.xyxy, fb.xyxy) > 0.9
-            assert max(abs(fa.scores[p] - fb.scores[p]) for p in fa.scores) < 0.05
-            checked += 1
-    assert checked >= 4
+        # Every clear face (both stages of the detector sure) is found both ways, in the same place, with
+        # the same scores. Doubtful proposals near the detector's thresholds may come and go.
+        for x, y in ((a, b), (b, a)):
+            for f in (f for f in x if f.det_score >= 0.9):
+                twin = max(y, key=lambda g: iou(f.xyxy, g.xyxy))
+                assert iou(f.xyxy, twin.xyxy) > 0.9, (big, f.xyxy)
+                assert max(abs(f.scores[p] - twin.scores[p]) for p in f.scores) < 0.05, big
+                checked += 1
+        accept, low = rec.thresholds
+        assert decide(photo, a, accept, low).folders == decide(photo, b, accept, low).folders, big
+    assert checked >= 8
 
 
 def test_retrained_recogniser_rescores_stored_faces_without_decoding(sample_train, robust_model, tmp_path):
