@@ -242,7 +242,9 @@ def worker_setup(models: bool = True) -> None:
     if models:
         from sorter import offline
 
-        offline.prepare()
+        # The switches, not ultralytics itself: it imports torch (~0.5 GB a worker), which runs on the
+        # CPU only when there is no OpenVINO export; then the detector imports it (and turns sync off).
+        offline.prepare(ultralytics=False)
 
 
 def _init_worker(analyser: Analyser) -> None:
