@@ -1,6 +1,6 @@
 """Stages 2-4 for one photo at a time: decode -> detect -> recognise, in worker processes.
 
-The per-photo work is CPU-bound model code (JPEG decode, YOLO, MTCNN, dlib) and dlib is single-threaded,
+The per-photo work is CPU-bound model code (JPEG decode, YOLO, YuNet, ONet, SFace), each single-threaded,
 so the way to use every core of a laptop is a small pool of processes, each with its own models and one
 thread per core it owns. Decoding of one photo then overlaps inference on another. Only small records
 cross process boundaries (a :class:`~sorter.records.Photo` in, :class:`Analysed` out): decoded pixels

@@ -3,8 +3,9 @@
 The YOLO detector trained from a few hundred labelled photos finds faces poorly and tells people apart
 even worse, so the trained recogniser does both jobs with pretrained face models (:mod:`sorter.faces`):
 
-1. MTCNN finds faces (and five landmarks each) in the decoded photo; YOLO's faces are merged in (IoU),
-   faces YOLO missed are added.
+1. The face detector (YuNet proposals checked by ONet, :class:`~sorter.faces.YuNetDetector`) finds
+   faces and five landmarks each in a 640-px copy of the photo; YOLO's faces are merged in (IoU), faces
+   YOLO missed are added. Faces are embedded from the canonical decode (2016 px for a 12-MP photo).
 2. Each face becomes a vector (:class:`Featuriser`). Default: SFace's 128-d vector of the face aligned
    by its landmarks. Measured on make_library.py libraries with the same faces and the same model on
    top, it reaches recall 0.97 at photo precision 0.98 where dlib's reaches 0.85 (masked faces 0.96
