@@ -12,6 +12,7 @@ The main process keeps what must be serial and ordered: the index, the decision 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import signal
@@ -151,16 +152,18 @@ def analyse_all(
     workers = min(workers, len(photos) // MIN_PHOTOS_PER_WORKER)
     batches = _batches(photos, max(1, chunk))
     if workers >= 2:
-        analyser.threads = max(1, cores() // workers)
+        # each worker gets a copy with its share of the cores; the caller's analyser is left as it was
+        pooled = dataclasses.replace(
+            analyser, threads=max(1, cores() // workers), _detector=None, _recogniser=None
+        )
         done = 0
         try:
-            for results in parallel_map(_run, batches, workers, _init_worker, (analyser,)):
+            for results in parallel_map(_run, batches, workers, _init_worker, (pooled,)):
                 done += len(results)
                 yield from results
             return
         except WorkersFailed as exc:
             (log or print)(f"worker processes failed ({exc}); going on in this process")
-            analyser.threads = None
             batches = _batches(photos[done:], max(1, chunk))
     for b in batches:
         yield from analyser.run(b)

@@ -159,6 +159,9 @@ class YuNetDetector:
     # than YuNet's: crop 0.9 x YuNet's box, 5% of its height lower (masked faces found: 96.0% -> 97.4%).
     crop_scale: float = 0.9
     crop_shift: float = 0.05
+    # Landmarks from a second ONet pass on ONet's own refined box, which frames the face as MTCNN's
+    # pipeline would: mean landmark distance from MTCNN's 4.6% -> 4.0% of the face (p90 11.6 -> 9.4%).
+    refine: bool = True
     threads: int | None = None
     # ONet as OpenVINO IR (:func:`export_onet`, kept in the model bundle): runs without torch, which
     # would cost ~0.5 GB in every worker process. Without it, facenet-pytorch's ONet (same weights).
@@ -169,7 +172,16 @@ class YuNetDetector:
 
     def settings(self) -> dict[str, Any]:
         """What a recogniser stores about the detector its face vectors came from."""
-        keys = ("kind", "propose_at", "verify_at", "sure_at", "max_side", "crop_scale", "crop_shift")
+        keys = (
+            "kind",
+            "propose_at",
+            "verify_at",
+            "sure_at",
+            "max_side",
+            "crop_scale",
+            "crop_shift",
+            "refine",
+        )
         return {k: getattr(self, k) for k in keys}
 
     def load(self) -> YuNetDetector:
@@ -202,29 +214,46 @@ class YuNetDetector:
         _, found = self._yunet.detect(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         if found is None or not len(found):
             return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
-        crops, squares = [], []
-        padded = cv2.copyMakeBorder(img, *([max(img.shape[:2])] * 4), cv2.BORDER_CONSTANT, value=0)
         off = max(img.shape[:2])
-        for x, y, bw, bh in found[:, :4]:
-            side = max(bw, bh) * self.crop_scale
-            x0 = round(x + bw / 2 - side / 2)
-            y0 = round(y + bh / 2 + self.crop_shift * bh - side / 2)
-            side = max(1, round(side))
-            crop = padded[y0 + off : y0 + off + side, x0 + off : x0 + off + side]
-            crops.append(cv2.resize(crop, (48, 48), interpolation=cv2.INTER_AREA))
-            squares.append((x0, y0, side))
-        batch = (np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) - 127.5) * 0.0078125
-        reg, pts, prob = self._onet(batch)
-        prob = prob[:, 1]
+        padded = cv2.copyMakeBorder(img, off, off, off, off, cv2.BORDER_CONSTANT, value=0)
+        x, y, bw, bh = (found[:, k] for k in range(4))
+        side = np.maximum(bw, bh) * self.crop_scale
+        squares = np.stack([x + bw / 2 - side / 2, y + bh / 2 + self.crop_shift * bh - side / 2, side], 1)
+        boxes, points, prob = self._onet_pass(padded, off, squares)
         keep = (prob >= self.verify_at) | (found[:, 14] >= self.sure_at)
-        sq = np.array(squares, np.float32)
-        x0, y0, side = sq[:, 0:1], sq[:, 1:2], sq[:, 2:3]
-        boxes = np.concatenate([x0, y0, x0 + side, y0 + side], 1) + reg * side  # ONet's box refinement
-        points = np.stack([x0 + pts[:, :5] * side, y0 + pts[:, 5:] * side], 2)
-        boxes, prob, points = boxes[keep] / s, prob[keep], points[keep] / s
+        boxes, prob, points = boxes[keep], prob[keep], points[keep]
+        if self.refine and len(boxes):
+            side = (boxes[:, 2:] - boxes[:, :2]).max(1)
+            centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+            _, points, _ = self._onet_pass(padded, off, np.stack([*(centre - side[:, None] / 2).T, side], 1))
+        boxes, points = boxes / s, points / s
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
         return boxes.astype(np.float32), prob.astype(np.float32), points.astype(np.float32)
+
+    def _onet_pass(
+        self, padded: np.ndarray, off: int, squares: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ONet on square crops ``[n, 3]`` (x0, y0, side) of the image padded by ``off`` on every side:
+        refined boxes ``[n, 4]``, landmarks ``[n, 5, 2]`` and face probabilities ``[n]``."""
+        import cv2
+
+        sq = np.round(squares).astype(int)
+        sq[:, 2] = np.maximum(sq[:, 2], 1)
+        crops = [
+            cv2.resize(
+                padded[y0 + off : y0 + off + d, x0 + off : x0 + off + d],
+                (48, 48),
+                interpolation=cv2.INTER_AREA,
+            )
+            for x0, y0, d in sq
+        ]
+        batch = (np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) - 127.5) * 0.0078125
+        reg, pts, prob = self._onet(batch)
+        x0, y0, d = (sq[:, k : k + 1].astype(np.float32) for k in range(3))
+        boxes = np.concatenate([x0, y0, x0 + d, y0 + d], 1) + reg * d  # ONet's box refinement
+        points = np.stack([x0 + pts[:, :5] * d, y0 + pts[:, 5:] * d], 2)
+        return boxes, points, prob[:, 1]
 
 
 def _load_onet(ir: Path | None, threads: int | None) -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
