@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sorter.decide import decide
-from sorter.decode import DecodeError, decode
+from sorter.decode import WORK_SIDE, DecodeError, decode_work, read_photo, shrink
 from sorter.records import Face, LabelledImage, Photo
 
 
@@ -64,16 +64,22 @@ class PhotoScore:
 def predict_labelled(
     images: list[LabelledImage], detector: Any, recogniser: Any, accept: dict, low: dict, max_side: int = 1280
 ) -> list[PhotoScore]:
-    """Run the classify stages on labelled photos and keep the truth beside each decision."""
+    """Run the classify stages on labelled photos and keep the truth beside each decision.
+
+    Decoded as classify decodes (the canonical size with a recogniser, ``max_side`` without; the
+    detector gets its own smaller copy), so these figures describe what classify will do.
+    """
     out = []
     for img in images:
         st = img.image.stat()
         photo = Photo(path=img.image, rel=Path(img.image.name), size=st.st_size, mtime_ns=st.st_mtime_ns)
         try:
-            d = decode(photo, max_side=max_side)
+            d = decode_work(
+                photo, read_photo(photo)[1], side=WORK_SIDE if recogniser is not None else max_side
+            )
         except DecodeError:
             continue
-        faces = detector.detect([d])[0]
+        faces = detector.detect([shrink(d, detector.imgsz)])[0]
         if recogniser is not None:
             faces = recogniser.recognise(d, faces)
         dec = decide(photo, faces, accept, low)
