@@ -264,9 +264,10 @@ def _load_onet(ir: Path | None, threads: int | None) -> Callable[[np.ndarray], t
         offline.prepare(ultralytics=False)  # OpenVINO's telemetry made unimportable first
         import openvino as ov
 
-        config = {"PERFORMANCE_HINT": "LATENCY"} | (
-            {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
-        )
+        # unpinned, as for YOLO (sorter.detect.OpenVinoYolo): pinned, every worker's ONet shares one core
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
         compiled = ov.Core().compile_model(str(ir), "CPU", config)
         return lambda x: tuple(compiled(x)[o] for o in compiled.outputs)
     import torch
