@@ -204,12 +204,13 @@ class YuNetDetector:
         """Boxes ``[n, 4]`` xyxy and scores ``[n]`` in the pixels of ``rgb``, five landmarks ``[n, 5, 2]``."""
         import cv2
 
+        from sorter.decode import reduce_to
+
         self.load()
         h, w = rgb.shape[:2]
-        s = min(1.0, self.max_side / max(h, w))
-        img = np.ascontiguousarray(rgb)
-        if s < 1.0:  # area averaging: the same pixels whatever size the photo was decoded at
-            img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        # the same reduction classify gives YOLO (decode.shrink), so training sees what classify sees
+        img = np.ascontiguousarray(reduce_to(rgb, self.max_side))
+        s = img.shape[1] / w
         self._yunet.setInputSize((img.shape[1], img.shape[0]))
         _, found = self._yunet.detect(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         if found is None or not len(found):
