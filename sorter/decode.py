@@ -86,7 +86,6 @@ def reduce_to(rgb: np.ndarray, max_side: int) -> np.ndarray:
 
 def shrink(d: Decoded, max_side: int) -> Decoded:
     """``d`` with its long side reduced to ``max_side`` (area averaging), for a model that wants less."""
-
     rgb = np.asarray(d.rgb)
     h, w = rgb.shape[:2]
     if max(h, w) <= max_side:
@@ -147,10 +146,7 @@ def _decode_jpeg(photo: Photo, data: bytes, side: int) -> Decoded | None:
             w, h = im.size
             if w * h > MAX_PIXELS:
                 return None
-            try:
-                orientation = int(im.getexif().get(0x0112, 1))
-            except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the photo
-                orientation = 1
+            orientation = _orientation(im)
     except Exception:  # noqa: BLE001 - anything odd: the general path decides
         return None
     k = reduction(max(w, h), side)
@@ -222,13 +218,17 @@ def open_image(path) -> Image.Image:
     return opener(path)
 
 
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1: upright), 1 when the EXIF block is broken."""
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the photo
+        return 1
+
+
 def _displayed_size(im: Image.Image) -> tuple[int, int]:
     w, h = im.size
-    try:
-        orientation = im.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the photo
-        orientation = 1
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    return (h, w) if _orientation(im) in (5, 6, 7, 8) else (w, h)
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
