@@ -59,12 +59,14 @@ class Analyser:
     batch: int | None = None
     known: frozenset[str] = frozenset()  # content hashes the index already has faces for
     threads: int | None = None
+    use_detector: bool = True  # False: only the recogniser's face detector looks for faces
     _detector: object = None
     _recogniser: object = None
     _side: int = WORK_SIDE
+    _loaded: bool = False
 
     def _load(self) -> None:
-        if self._detector is not None:
+        if self._loaded:
             return
         if self.threads:
             import cv2
@@ -78,6 +80,9 @@ class Analyser:
         self._recogniser = load_recogniser(self.bundle, self.threads)
         # Without a recogniser only the detector looks at the photo: decode no larger than it needs.
         self._side = WORK_SIDE if self._recogniser is not None else self.bundle.imgsz
+        self._loaded = True
+        if not self.use_detector and self._recogniser is not None:
+            return  # not even loaded: no memory, no start-up
         device = pick_device(self.device)
         self._detector = YoloDetector(
             weights=self.bundle.detector_path(device),
@@ -110,12 +115,16 @@ class Analyser:
             a.seconds["decode"] = time.perf_counter() - ts
         if not todo:
             return out
-        ts = time.perf_counter()
-        # The detector wants its own input size; the recogniser gets the larger canonical decode.
-        found = self._detector.detect([shrink(d, self.bundle.imgsz) for _, d in todo])
-        per = (time.perf_counter() - ts) / len(todo)
+        if self._detector is not None:
+            ts = time.perf_counter()
+            # The detector wants its own input size; the recogniser gets the larger canonical decode.
+            found = self._detector.detect([shrink(d, self.bundle.imgsz) for _, d in todo])
+            per = (time.perf_counter() - ts) / len(todo)
+        else:
+            found, per = [[] for _ in todo], None
         for (a, d), faces in zip(todo, found, strict=True):
-            a.seconds["detect"] = per
+            if per is not None:
+                a.seconds["detect"] = per
             if self._recogniser is not None:
                 ts = time.perf_counter()
                 faces = self._recogniser.recognise(d, faces)
@@ -154,7 +163,7 @@ def analyse_all(
     if workers >= 2:
         # each worker gets a copy with its share of the cores; the caller's analyser is left as it was
         pooled = dataclasses.replace(
-            analyser, threads=max(1, cores() // workers), _detector=None, _recogniser=None
+            analyser, threads=max(1, cores() // workers), _detector=None, _recogniser=None, _loaded=False
         )
         done = 0
         try:

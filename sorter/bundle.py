@@ -44,6 +44,11 @@ class Bundle:
     recogniser: str | None = None  # relative path of the recogniser file, when there is one
     export: str | None = None  # folder of the re-validated OpenVINO export (CPU inference), if any
     face_detector: str | None = None  # the recogniser's face detector stage as OpenVINO IR (.xml), if any
+    # Whether classify runs the YOLO detector beside the recogniser's own face detector. Chosen at training
+    # time on the validation photos (sorter.train.choose_detector): a detector trained from scratch on a
+    # CPU finds no face the face detector misses, and skipping it saves ~100 ms a photo. Without a
+    # recogniser the detector is all there is and always runs.
+    use_detector: bool = True
 
     @property
     def weights_path(self) -> Path:
@@ -54,6 +59,11 @@ class Bundle:
         if self.export and device == "cpu":
             return self.path / self.export
         return self.weights_path
+
+    @property
+    def runs_detector(self) -> bool:
+        """Does classify run the YOLO detector with this bundle (see ``use_detector``)?"""
+        return self.use_detector or not self.recogniser
 
     def thresholds(self, threshold: float | None = None, band: float | None = None) -> tuple[dict, dict]:
         """Per-person accept and review thresholds; explicit arguments override the stored ones."""

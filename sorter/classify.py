@@ -24,6 +24,7 @@ from sorter import place as placing
 from sorter.analyse import Analyser, analyse_all
 from sorter.bundle import Bundle
 from sorter.decide import decide
+from sorter.detect import min_box_score
 from sorter.index import Index
 from sorter.records import Decision, Face, Photo, Problem
 from sorter.scan import scan
@@ -94,15 +95,19 @@ def _lock(out: Path) -> Iterator[None]:
         yield
 
 
-def model_key(bundle: Bundle) -> str:
+def model_key(bundle: Bundle, use_detector: bool = True) -> str:
     """Identifies what produced stored faces: same weights + recogniser + image size = reusable."""
-    h = hashlib.sha256(repr((sorted(bundle.files.items()), bundle.imgsz)).encode())
-    return h.hexdigest()[:16]
+    what: tuple = (sorted(bundle.files.items()), bundle.imgsz)
+    if not use_detector:  # YOLO's boxes are not among the faces (keys of runs with YOLO stay as they were)
+        what += ("no-detector",)
+    return hashlib.sha256(repr(what).encode()).hexdigest()[:16]
 
 
-def embed_key(bundle: Bundle, recogniser) -> str:
+def embed_key(bundle: Bundle, recogniser, use_detector: bool = True) -> str:
     """Identifies what made stored face vectors: detector weights + image size + face pipeline."""
-    what = (bundle.files.get(bundle.weights), bundle.imgsz, recogniser.embed_key)
+    what: tuple = (bundle.files.get(bundle.weights), bundle.imgsz, recogniser.embed_key)
+    if not use_detector:
+        what = ("no-detector", recogniser.embed_key)  # then the YOLO weights do not matter either
     return hashlib.sha256(repr(what).encode()).hexdigest()[:16]
 
 
@@ -119,8 +124,13 @@ def classify_library(
     progress: bool = True,
     log=None,
     precision: float | None = None,
+    use_detector: bool | None = None,
 ) -> ClassifyReport:
-    """Sort every photo under ``library`` into ``out/<person>/`` and ``out/uncertain/``."""
+    """Sort every photo under ``library`` into ``out/<person>/`` and ``out/uncertain/``.
+
+    ``use_detector``: run the YOLO detector beside the recogniser's face detector (None: as the model
+    chose at training time, :attr:`Bundle.use_detector`; a model without a recogniser always runs it).
+    """
     library, out = Path(library).absolute(), Path(out).absolute()
     if not library.is_dir():
         raise ClassifyError(f"{library}: no such folder")
@@ -136,9 +146,13 @@ def classify_library(
             raise ClassifyError("--precision needs a model trained with a recogniser; use --threshold")
         # Re-calibrate from the cross-validated scores stored at training time: no retraining.
         accept, low = repick_thresholds(bundle.path / bundle.recogniser, precision)
-    key = model_key(bundle)
+    if recogniser is None:
+        use_detector = True
+    elif use_detector is None:
+        use_detector = bundle.runs_detector
+    key = model_key(bundle, use_detector)
     # Stored face vectors stay valid for a retrained recogniser on the same detector: re-score, no decode.
-    ekey = embed_key(bundle, recogniser) if recogniser is not None else None
+    ekey = embed_key(bundle, recogniser, use_detector) if recogniser is not None else None
     report = ClassifyReport(out=out, dry_run=dry_run)
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -183,9 +197,8 @@ def classify_library(
                 device=device,
                 batch=batch,
                 known=index.known_hashes(key),
-                # Without a recogniser, keep every box that could reach the review band. With one, the
-                # recogniser decides who a face is and finds faces itself; YOLO only adds confident boxes.
-                min_score=0.25 if recogniser is not None else max(0.001, min([0.05, *low.values()])),
+                min_score=min_box_score(recogniser is not None, low),
+                use_detector=use_detector,
             )
             for a in analyse_all(analyser, todo, workers=workers, chunk=batch or 2, log=log):
                 for stage, sec in a.seconds.items():

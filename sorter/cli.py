@@ -256,6 +256,14 @@ def train(
     default=None,
     help="Processes that decode and run the models [default: one per CPU core, at most 4; 0: none].",
 )
+@click.option(
+    "--detector",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Run the trained YOLO detector beside the recogniser's face detector. auto: as training "
+    "decided on the validation photos (it runs only if it made the sorting better there).",
+)
 @click.option("--dry-run", is_flag=True, help="Write only manifest.csv; copy nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_errors
@@ -269,6 +277,7 @@ def classify(
     device: str | None,
     batch: int | None,
     workers: int | None,
+    detector: str,
     dry_run: bool,
     quiet: bool,
 ) -> None:
@@ -291,6 +300,7 @@ def classify(
         device=device,
         batch=batch,
         workers=workers,
+        use_detector={"auto": None, "on": True, "off": False}[detector],
         dry_run=dry_run,
         progress=not quiet,
     )

@@ -18,6 +18,15 @@ from sorter import offline
 from sorter.records import Decoded, Face
 
 
+def min_box_score(recogniser: bool, low: dict[str, float]) -> float:
+    """The weakest YOLO box classify keeps (train and evaluate measure with the same rule).
+
+    With a recogniser, it finds faces itself and decides who they are: YOLO only adds confident boxes.
+    Without one, every box that could reach a person's review band is kept.
+    """
+    return 0.25 if recogniser else max(0.001, min([0.05, *low.values()]))
+
+
 def pick_device(device: str | None = None) -> str:
     """'cpu' unless a GPU is there (or the user named a device).
 

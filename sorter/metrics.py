@@ -68,6 +68,7 @@ def predict_labelled(
 
     Decoded as classify decodes (the canonical size with a recogniser, ``max_side`` without; the
     detector gets its own smaller copy), so these figures describe what classify will do.
+    ``detector`` None: the recogniser's face detector alone finds the faces.
     """
     out = []
     for img in images:
@@ -79,7 +80,7 @@ def predict_labelled(
             )
         except DecodeError:
             continue
-        faces = detector.detect([shrink(d, detector.imgsz)])[0]
+        faces = detector.detect([shrink(d, detector.imgsz)])[0] if detector is not None else []
         if recogniser is not None:
             faces = recogniser.recognise(d, faces)
         dec = decide(photo, faces, accept, low)

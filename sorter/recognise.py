@@ -85,9 +85,10 @@ def load_recogniser(bundle: Bundle, threads: int | None = None) -> Recogniser | 
 # ----------------------------------------------------------------------------------------------- features
 
 
-SFACE = "sface128"
+SFACE = "sface128-openvino"  # SFace on the OpenVINO runtime (the default since it measured ~4x faster)
+SFACE_OPENCV = "sface128"  # SFace on OpenCV's DNN: recognisers trained before keep it
 DLIB = "dlib128+canonical-mask-dlib128"
-FEATURES = (SFACE, DLIB)
+FEATURES = (SFACE, SFACE_OPENCV, DLIB)
 
 
 @dataclass
@@ -100,16 +101,24 @@ class Featuriser:
     """
 
     kind: str = SFACE
+    threads: int | None = None
     dlib: FaceEmbedder = field(default_factory=FaceEmbedder)
-    sface: SFaceEmbedder = field(default_factory=SFaceEmbedder)
+    sface: SFaceEmbedder | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURES:
             raise ValueError(f"unknown face features {self.kind!r} (known: {', '.join(FEATURES)})")
+        if self.sface is None:
+            backend = "openvino" if self.kind == SFACE else "opencv"
+            self.sface = SFaceEmbedder(backend=backend, threads=self.threads)
+
+    @property
+    def is_sface(self) -> bool:
+        return self.kind in (SFACE, SFACE_OPENCV)
 
     @property
     def dim(self) -> int:
-        return 128 if self.kind == SFACE else 256
+        return 128 if self.is_sface else 256
 
     def features(
         self, rgb: np.ndarray, boxes: Sequence[Sequence[float]], landmarks: Sequence[np.ndarray]
@@ -119,7 +128,7 @@ class Featuriser:
         if not chips:
             return np.zeros((0, self.dim), np.float32), np.zeros((0,), np.float32)
         masked = np.array([mask_score(c) for c in chips], np.float32)
-        if self.kind == SFACE:
+        if self.is_sface:
             return self.sface.embed(rgb, boxes, landmarks), masked
         raw = self.dlib.embed_chips(chips)
         canon = self.dlib.embed_chips([self.dlib.canonical_mask(c) for c in chips])
@@ -129,7 +138,7 @@ class Featuriser:
         self, rgb_masked: np.ndarray, box: Sequence[float], lm: np.ndarray, x: np.ndarray
     ) -> np.ndarray:
         """Features of the same face with a synthetic mask drawn on (``x``: its features unmasked)."""
-        if self.kind == SFACE:
+        if self.is_sface:
             return self.sface.embed(rgb_masked, [box], [lm])[0]
         # the canonical-mask half is the same masked or not: the grey covers the mask
         return np.concatenate([self.dlib.embed(rgb_masked, [box])[0], x[128:]])
@@ -375,7 +384,7 @@ def _init_collect(threads: int, kind: str) -> None:
 
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    _MODELS = (face_detector(), Featuriser(kind))
+    _MODELS = (face_detector(), Featuriser(kind, threads=threads))
 
 
 def _collect_worker(args: tuple[int, LabelledImage, list[str], int]) -> list[_Sample]:
@@ -611,7 +620,7 @@ class FaceRecogniser:
                 gamma=float(meta["gamma"]),
                 classes=meta["classes"],
             )
-            self._featuriser = Featuriser(meta.get("features", DLIB))
+            self._featuriser = Featuriser(meta.get("features", DLIB), threads=self.threads)
             if self.detector is None:
                 self.detector = face_detector(meta.get("detector"), self.onet_ir)
                 self.detector.threads = self.threads

@@ -280,3 +280,77 @@ def test_tells_children_apart_on_a_small_daycare_library(tmp_path):
         n += len(truth)
     assert fp <= 1, f"{fp} wrong photos"
     assert tp >= 0.5 * n, f"only {tp}/{n} appearances sorted"
+
+
+def test_sface_on_openvino_gives_the_vectors_of_opencvs_dnn(sample_train):
+    """Issue 4: the default SFace backend (OpenVINO, a photo's faces in one batch, bf16 where the CPU has
+    it) gives the vectors OpenCV's DNN gives (fp32, one face at a time), so it changes speed, not who."""
+    from sorter.faces import SFaceEmbedder
+
+    opencv, openvino = SFaceEmbedder("opencv"), SFaceEmbedder("openvino", threads=1)
+    detector = YuNetDetector()
+    cos = []
+    for img in sample_train.images[:12]:
+        d = decode(_photo(img.image), max_side=640)
+        boxes, _, marks = detector.detect_landmarks(np.asarray(d.rgb))
+        if not len(boxes):
+            continue
+        a = opencv.embed(np.asarray(d.rgb), boxes, marks)
+        b = openvino.embed(np.asarray(d.rgb), boxes, marks)
+        assert a.shape == b.shape == (len(boxes), 128)
+        assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-4)
+        cos += list((a * b).sum(1))
+    assert len(cos) >= 10
+    # a different person's vector sits at cosine ~0.3; bf16 rounding moves a vector by ~1e-4
+    assert min(cos) > 0.99, min(cos)
+
+
+def test_onet_on_openvino_matches_torch_at_full_precision(tmp_path):
+    """ONet runs in fp32 on OpenVINO even on a bf16 CPU: borderline faces then come and go exactly as
+    with torch's ONet (the naive loop's), instead of flipping on rounding."""
+    from sorter.faces import _load_onet, export_onet
+
+    ir = export_onet(tmp_path / "face_detector")
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 3, 48, 48)).astype(np.float32)
+    for a, b in zip(_load_onet(None, 1)(x), _load_onet(ir, 1)(x), strict=True):
+        assert np.abs(a - b).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("f_with", "f_alone", "used"), [(0.91, 0.90, True), (0.90, 0.90, False), (0.80, 0.90, False)]
+)
+def test_detector_runs_in_classify_only_if_it_sorted_better(f_with, f_alone, used):
+    from sorter.train import choose_detector
+
+    use = choose_detector({"f1": f_with}, {"f1": f_alone})
+    assert use["used"] is used
+    assert f"{f_with:.3f}" in use["reason"] and f"{f_alone:.3f}" in use["reason"]
+
+
+def test_classify_skips_the_detector_the_model_does_not_use(sample_train, robust_model, tmp_path):
+    """Issue 4: a model whose YOLO did not sort better on its validation photos runs without it (no
+    YOLO loaded, no detect time); ``use_detector=True`` (``--detector on``) brings it back, and faces
+    stored without YOLO's are not taken for faces found with it."""
+    import shutil
+
+    from sorter.bundle import Bundle
+    from sorter.classify import classify_library
+    from sorter.recognise import FaceRecogniser, fit_recogniser
+
+    model = tmp_path / "model"
+    shutil.copytree(robust_model.run_dir / "weights", model / "weights")
+    images = [im for im in sample_train.images if len(im.boxes) <= 3][:8]
+    fit_recogniser(sample_train, images, model / "recogniser.npz", target_precision=0.9, log=lambda m: None)
+    b = Bundle(path=model, classes=sample_train.classes, imgsz=160, recogniser="recogniser.npz")
+    b.per_class_threshold, b.per_class_low = FaceRecogniser(model / "recogniser.npz").thresholds
+    b.use_detector = False
+    b.save()
+    bundle = Bundle.load(model)
+    assert not bundle.runs_detector
+    quiet = dict(progress=False, log=lambda m: None, workers=0)
+    off = classify_library(SAMPLE / "test", tmp_path / "out", bundle, **quiet)
+    assert off.photos == 20 and off.stage_seconds["recognise"] > 0 and "detect" not in off.stage_seconds
+    on = classify_library(SAMPLE / "test", tmp_path / "out", bundle, use_detector=True, **quiet)
+    assert on.reused == 0 and on.stage_seconds["detect"] > 0  # stored faces lack YOLO's: analysed anew
+    again = classify_library(SAMPLE / "test", tmp_path / "out", bundle, use_detector=True, **quiet)
+    assert again.reused == 20 and not again.stage_seconds.get("detect")
