@@ -126,18 +126,26 @@ def score(lib: Path, out: Path) -> dict:
     return s | masked_recall(lib, out)
 
 
-def refit_recogniser(labelled_dir: Path, run_dir: Path, settings) -> dict:
-    """Fit a new recogniser into an existing model folder (same labels, same split as its training)."""
-    from sorter.bundle import Bundle
+def refit_recogniser(labelled_dir: Path, run_dir: Path, settings) -> tuple[dict, dict]:
+    """Fit a new recogniser into an existing model folder (same labels, same split as its training),
+    then measure it on the validation side as train does, choosing whether classify runs the detector.
+    Returns the recogniser's CV figures and the validation metrics."""
+    from sorter.bundle import Bundle, write_json_atomic
     from sorter.dataset import split
     from sorter.labels import read_labelled
-    from sorter.train import add_recogniser
+    from sorter.train import add_recogniser, measure
 
     labelled = read_labelled(labelled_dir)
     sides = split(labelled, val_fraction=settings.val_fraction, seed=settings.seed)
     train_images = [img for img in labelled.images if sides.get(img.image) != "val"]
+    val_images = [img for img in labelled.images if sides.get(img.image) == "val"]
     bundle = Bundle.load(run_dir, verify=False)
-    return add_recogniser(bundle, labelled, train_images, settings, lambda m: None)
+    cv = add_recogniser(bundle, labelled, train_images, settings, lambda m: None)
+    metrics = measure(bundle, run_dir / "dataset" / "data.yaml", val_images, None, choose=True)
+    bundle.save()
+    old = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    write_json_atomic(run_dir / "metrics.json", old | metrics | {"recogniser_cv": cv})
+    return cv, metrics
 
 
 def main() -> None:
@@ -213,11 +221,12 @@ def main() -> None:
             epochs=args.epochs, imgsz=args.imgsz, seed=seed, wandb="off", embedder=args.embedder
         )
         if args.reuse_detector and (run_dir / "bundle.json").is_file():
-            cv = refit_recogniser(lib / "labelled", run_dir, settings)
+            cv, val = refit_recogniser(lib / "labelled", run_dir, settings)
             train_s = time.perf_counter() - t
             row_extra = {
                 "detector": f"reused from an earlier run in {run_dir}",
-                "recogniser_fit_seconds": round(train_s, 1),
+                "recogniser_fit_and_measure_seconds": round(train_s, 1),
+                "detector_use": val.get("detector_use"),
             }
         else:
             res = train_model(
@@ -229,7 +238,10 @@ def main() -> None:
             )
             cv = res.metrics.get("recogniser_cv", {})
             train_s = time.perf_counter() - t
-            row_extra = {"detector": f"trained here, {args.epochs} epochs"}
+            row_extra = {
+                "detector": f"trained here, {args.epochs} epochs",
+                "detector_use": res.metrics.get("detector_use"),
+            }
         full = Bundle.load(run_dir)
         det_only = Bundle.load(run_dir)
         det_only.recogniser, det_only.per_class_threshold, det_only.per_class_low = None, {}, {}

@@ -202,6 +202,22 @@ def agreement(naive_json: Path, out: Path) -> dict:
     return {"photos": len(naive), "same_decisions": same, "share": round(same / max(1, len(naive)), 4)}
 
 
+def cpu_info() -> dict:
+    """What the figures were measured on: OpenVINO runs bf16 where the CPU has it, so this matters."""
+    info: dict = {"cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        if line.startswith("model name") and "model" not in info:
+            info["model"] = line.split(":", 1)[1].strip()
+        if line.startswith("flags") and "flags" not in info:
+            have = set(line.split(":", 1)[1].split())
+            info["flags"] = sorted(have & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"})
+    return info
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_stage":
         name, *rest = sys.argv[2:]
@@ -276,7 +292,7 @@ def main() -> None:
         scaling = None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) for k, v in vars(args).items()}
-    doc = {"settings": settings, "cores": os.cpu_count(), "runs": results, "scaling": scaling}
+    doc = {"settings": settings, "cpu": cpu_info(), "runs": results, "scaling": scaling}
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"\n{'photos':>7} {'stage':<8} {'photos/s':>9} {'seconds':>9} {'peak RSS MB':>12}")
     for r in results:
