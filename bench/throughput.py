@@ -114,7 +114,12 @@ def stage_naive(lib: Path, model: Path, out_json: Path, limit: int) -> dict:
         if rec is not None:
             faces = rec.recognise(d, faces)
         dec = decide(photo, faces, accept, low)
-        decisions[str(photo.path)] = {"accepted": dec.accepted, "uncertain": dec.uncertain}
+        decisions[str(photo.path)] = {
+            "accepted": dec.accepted,
+            "uncertain": dec.uncertain,
+            "people": ";".join(f"{p}:{s:.3f}" for p, s in sorted(dec.people.items(), key=lambda x: -x[1])),
+            "faces": len(faces),
+        }
     secs = time.perf_counter() - t
     out_json.write_text(json.dumps(decisions))
     return {"photos": len(photos), "seconds": secs}
@@ -191,15 +196,30 @@ def link_library(source: Path, dest: Path, rows: list[dict]) -> None:
 def agreement(naive_json: Path, out: Path) -> dict:
     naive = json.loads(naive_json.read_text())
     with open(out / "manifest.csv", newline="", encoding="utf-8") as fh:
-        ours = {
-            r["path"]: (
-                sorted(filter(None, r["accepted"].split(";"))),
-                sorted(filter(None, r["uncertain"].split(";"))),
+        rows = {r["path"]: r for r in csv.DictReader(fh)}
+
+    def folders(accepted: list[str], uncertain: list[str]) -> tuple[list[str], list[str]]:
+        return sorted(filter(None, accepted)), sorted(filter(None, uncertain))
+
+    differ = []
+    for p, d in naive.items():
+        r = rows.get(p)
+        ours = folders(r["accepted"].split(";"), r["uncertain"].split(";")) if r else None
+        if ours != folders(d["accepted"], d["uncertain"]):
+            differ.append(
+                {
+                    "path": Path(p).name,
+                    "naive": {"folders": folders(d["accepted"], d["uncertain"]), "scores": d.get("people")},
+                    "classify": {"folders": ours, "scores": r["people"] if r else None},
+                }
             )
-            for r in csv.DictReader(fh)
-        }
-    same = sum(1 for p, d in naive.items() if ours.get(p) == (sorted(d["accepted"]), sorted(d["uncertain"])))
-    return {"photos": len(naive), "same_decisions": same, "share": round(same / max(1, len(naive)), 4)}
+    same = len(naive) - len(differ)
+    return {
+        "photos": len(naive),
+        "same_decisions": same,
+        "share": round(same / max(1, len(naive)), 4),
+        "differing": differ,  # (accepted, uncertain) folders and assigned scores, both ways
+    }
 
 
 def cpu_info() -> dict:
@@ -303,7 +323,12 @@ def main() -> None:
                 print(f"{r['photos']:>7} {stage:<8} {rate!s:>9} {secs:>9} {rss:>12}")
         print(
             f"{'':>7} ratios {r['ratios']}"
-            + (f"; agreement {r['agreement_with_naive']}" if "naive" in r else "")
+            + (
+                f"; same decisions as naive {r['agreement_with_naive']['same_decisions']}"
+                f"/{r['agreement_with_naive']['photos']}"
+                if "naive" in r
+                else ""
+            )
         )
     if scaling:
         print(f"scaling: {scaling}")
