@@ -11,6 +11,7 @@ The main process keeps what must be serial and ordered: the index, the decision 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -211,10 +212,11 @@ def parallel_map(
     )
     try:
         with _main_hidden():
-            futures = [ex.submit(fn, item) for item in items]  # starts the workers
-        for f in futures:
+            pending = collections.deque(ex.submit(fn, item) for item in items)  # starts the workers
+        while pending:
+            future = pending.popleft()  # a result once handed on is not kept: memory stays flat
             try:
-                yield f.result()
+                yield future.result()
             except BrokenProcessPool as exc:
                 raise WorkersFailed(str(exc).split(".")[0] or "a worker died") from None
     finally:

@@ -53,6 +53,7 @@ class ClassifyReport:
     stage_seconds: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     dry_run: bool = False
+    detector: bool = True  # did the YOLO detector run beside the recogniser's face detector?
 
     @property
     def exit_code(self) -> int:
@@ -72,6 +73,8 @@ class ClassifyReport:
             lines.extend(f"    {p}" for p in self.problems[:50])
             if len(self.problems) > 50:
                 lines.append(f"    ... and {len(self.problems) - 50} more (see manifest.csv)")
+        if not self.detector:
+            lines.append("  (YOLO detector not run: it sorted no better at training; --detector on runs it)")
         rate = self.photos / self.seconds if self.seconds else 0.0
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(self.stage_seconds.items()))
         lines.append(
@@ -153,7 +156,7 @@ def classify_library(
     key = model_key(bundle, use_detector)
     # Stored face vectors stay valid for a retrained recogniser on the same detector: re-score, no decode.
     ekey = embed_key(bundle, recogniser, use_detector) if recogniser is not None else None
-    report = ClassifyReport(out=out, dry_run=dry_run)
+    report = ClassifyReport(out=out, dry_run=dry_run, detector=use_detector)
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):

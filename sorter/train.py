@@ -93,7 +93,7 @@ class TrainResult:
             lines.append(f"detector in classify: {'on' if use['used'] else 'off'} ({use['reason']})")
         ex = m.get("export")
         if ex:
-            lines.append(f"detector for CPU: {'OpenVINO' if ex['used'] else 'PyTorch'} ({ex['reason']})")
+            lines.append(f"detector on a CPU: {'OpenVINO' if ex['used'] else 'PyTorch'} ({ex['reason']})")
         if self.problems:
             lines.append(f"{len(self.problems)} label problems were skipped (listed above)")
         if self.wandb:
