@@ -354,3 +354,34 @@ def test_classify_skips_the_detector_the_model_does_not_use(sample_train, robust
     assert on.reused == 0 and on.stage_seconds["detect"] > 0  # stored faces lack YOLO's: analysed anew
     again = classify_library(SAMPLE / "test", tmp_path / "out", bundle, use_detector=True, **quiet)
     assert again.reused == 20 and not again.stage_seconds.get("detect")
+
+
+def test_yunet_on_openvino_finds_what_opencvs_facedetectoryn_finds(sample_train):
+    """Issue 4: YuNet's network on OpenVINO with FaceDetectorYN's post-processing (padding, decoding,
+    NMS) gives OpenCV's faces: same count, same order, same numbers."""
+    import cv2
+
+    from sorter.faces import YUNET_FILE, YUNET_SHA256, _YuNetOpenVino, packaged_model
+
+    path = packaged_model(YUNET_FILE, YUNET_SHA256)
+    ours = _YuNetOpenVino(path, 0.02, threads=1)
+    n = 0
+    for img in sample_train.images[:10]:
+        bgr = cv2.cvtColor(np.asarray(decode(_photo(img.image), max_side=640).rgb), cv2.COLOR_RGB2BGR)
+        theirs = cv2.FaceDetectorYN.create(str(path), "", (bgr.shape[1], bgr.shape[0]), 0.02, 0.3, 5000)
+        a, b = theirs.detect(bgr)[1], ours.detect(bgr)[1]
+        a, b = (np.zeros((0, 15)) if x is None else x for x in (a, b))
+        assert a.shape == b.shape and np.allclose(a, b, atol=1e-3), img.image
+        n += len(a)
+    assert n >= 10
+
+
+def test_older_recognisers_keep_the_face_detector_they_were_trained_with():
+    from sorter.faces import face_detector
+
+    stored = YuNetDetector().settings()
+    assert face_detector(stored).refine_passes == 2  # this version's
+    for key in ("refine_passes", "refine_jitter"):  # a recogniser from before averaged refinement
+        stored.pop(key)
+    old = face_detector(stored)
+    assert (old.refine_passes, old.refine_jitter) == (1, 0.0)
