@@ -46,12 +46,15 @@ def synth_model(tmp_path_factory):
         data,
         name="synth",
         runs_dir=base / "runs",
-        epochs=25,
+        epochs=40,
         imgsz=192,
         batch=16,
         wandb="offline",
         recogniser=False,  # discs are not faces: this fixture tests the detector path
-        extra=dict(warmup_epochs=0, optimizer="AdamW", lr0=0.005, mosaic=0.0, close_mosaic=0),
+        # SGD at 0.02 for 40 epochs: mAP50-95 0.86, scores 0.25-0.9 on discs. AdamW at 0.005 for 25
+        # epochs reached 0.15 on one CPU and, on an AVX-512/AMX one whose kernels round differently,
+        # a model scoring every box 0.005 (mAP50-95 0.08): too close to the edge to test with.
+        extra=dict(warmup_epochs=0, optimizer="SGD", lr0=0.02, mosaic=0.0, close_mosaic=0),
     )
     return result
 

