@@ -170,7 +170,7 @@ class YuNetDetector:
     refine_passes: int = 2
     refine_jitter: float = 0.03
     # YuNet's network on the OpenVINO runtime with OpenCV's FaceDetectorYN post-processing (the same
-    # faces to 1e-4, ~1.5x faster); False: OpenCV's FaceDetectorYN itself
+    # faces to 1e-4, ~2x faster); False: OpenCV's FaceDetectorYN itself
     yunet_openvino: bool = True
     threads: int | None = None
     # ONet as OpenVINO IR (:func:`export_onet`, kept in the model bundle): runs without torch, which
@@ -287,7 +287,7 @@ class _YuNetOpenVino:
     """YuNet's network on the OpenVINO runtime, with what ``cv2.FaceDetectorYN`` does around it.
 
     The same interface as FaceDetectorYN (``setInputSize``, ``detect(bgr) -> (1, faces [n, 15])``) and
-    the same faces (to ~1e-4 px: fp32, tested against it), ~1.5x faster on one core. OpenCV's steps:
+    the same faces (to ~1e-4 px: fp32, tested against it), ~2x faster on one core. OpenCV's steps:
     pad the image at the bottom and right to a multiple of 32, run the network on it as float BGR,
     score = sqrt(cls * obj), boxes and five points decoded on the grid of each stride (8, 16, 32), then
     NMS at IoU 0.3 over the proposals above the score threshold, at most 5,000.
