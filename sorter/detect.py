@@ -73,18 +73,10 @@ class OpenVinoYolo:
     STRIDE = 32  # YOLO11's largest stride
 
     def __init__(self, folder: Path, imgsz: int, threads: int | None = None) -> None:
-        offline.prepare(ultralytics=False)  # OpenVINO's telemetry made unimportable before it loads
-        import openvino as ov
+        from sorter.runtime import compile_cpu
 
-        xml = next(Path(folder).glob("*.xml"))
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
-        # One thread per worker process, unpinned: OpenVINO pins a 1-thread model to the first core,
-        # so two workers queued on one core (182 ms a photo each, measured, against 82 ms unpinned).
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        core = ov.Core()
-        model = core.read_model(model=str(xml), weights=str(xml.with_suffix(".bin")))
-        self.compiled = core.compile_model(model, "CPU", config)
+        # the .bin beside the .xml is read with it
+        self.compiled = compile_cpu(next(Path(folder).glob("*.xml")), threads)
         shape = self.compiled.input(0).get_partial_shape()
         # A dynamic export takes the photo's own aspect (640x480, not 640x640: ~25% less work), padded to
         # a multiple of the network stride, as ultralytics' predictor does for dynamic exports.

@@ -296,9 +296,10 @@ class _YuNetOpenVino:
     STRIDES = (8, 16, 32)
 
     def __init__(self, path: Path, score_at: float, threads: int | None) -> None:
+        from sorter.runtime import compile_cpu
+
         self.score_at = score_at
-        self._run = _compile_openvino(path, [1, 3, -1, -1], threads, precision="f32")
-        self._names = _output_names(path)
+        self._compiled = compile_cpu(path, threads, [1, 3, -1, -1], precision="f32")
 
     def setInputSize(self, size: tuple[int, int]) -> None:  # noqa: N802 - FaceDetectorYN's name
         pass  # any size: the network is compiled for dynamic input
@@ -310,16 +311,20 @@ class _YuNetOpenVino:
         pw, ph = -(-w // 32) * 32, -(-h // 32) * 32
         padded = cv2.copyMakeBorder(bgr, 0, ph - h, 0, pw - w, cv2.BORDER_CONSTANT, value=0)
         x = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32)
-        out = dict(zip(self._names, self._run(x), strict=True))
+        result = self._compiled(x)  # one inference; its outputs are looked up by name
+
+        def out(name: str) -> np.ndarray:
+            return result[self._compiled.output(name)]
+
         rows = []
         for s in self.STRIDES:
             cols = pw // s
-            score = np.sqrt(np.clip(out[f"cls_{s}"][0, :, 0], 0, 1) * np.clip(out[f"obj_{s}"][0, :, 0], 0, 1))
+            score = np.sqrt(np.clip(out(f"cls_{s}")[0, :, 0], 0, 1) * np.clip(out(f"obj_{s}")[0, :, 0], 0, 1))
             keep = np.flatnonzero(score >= self.score_at)
             if not len(keep):
                 continue
             r, c = (keep // cols)[:, None], (keep % cols)[:, None]
-            bb, kp = out[f"bbox_{s}"][0, keep], out[f"kps_{s}"][0, keep]
+            bb, kp = out(f"bbox_{s}")[0, keep], out(f"kps_{s}")[0, keep]
             wh = np.exp(bb[:, 2:4]) * s
             xy = np.concatenate([c + bb[:, 0:1], r + bb[:, 1:2]], 1) * s - wh / 2
             pts = np.empty_like(kp)
@@ -332,15 +337,6 @@ class _YuNetOpenVino:
         boxes = faces[:, :4].astype(np.int32).tolist()
         kept = cv2.dnn.NMSBoxes(boxes, faces[:, 14].tolist(), self.score_at, 0.3, top_k=5000)
         return 1, faces[np.asarray(kept, int).reshape(-1)]
-
-
-def _output_names(path: Path) -> list[str]:
-    from sorter import offline
-
-    offline.prepare(ultralytics=False)
-    import openvino as ov
-
-    return [o.get_any_name() for o in ov.Core().read_model(str(path)).outputs]
 
 
 def _crop48(img: np.ndarray, x0: float, y0: float, side: float) -> np.ndarray:
@@ -374,7 +370,9 @@ def _load_onet(ir: Path | None, threads: int | None) -> Callable[[np.ndarray], t
     if ir is not None:
         # fp32 even on a CPU with bf16: ONet costs ~1 ms a photo either way, and in bf16 its face
         # probabilities and landmarks move enough (~1e-2) to flip borderline faces against torch's ONet.
-        run_ov = _compile_openvino(ir, None, threads, precision="f32")
+        from sorter.runtime import all_outputs, compile_cpu
+
+        run_ov = all_outputs(compile_cpu(ir, threads, precision="f32"))
         return lambda x: tuple(run_ov(x))
     import torch
     from facenet_pytorch.models.mtcnn import ONet  # weights inside the wheel
@@ -581,7 +579,9 @@ class SFaceEmbedder:
                 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
                 self._rec = cv2.FaceRecognizerSF.create(str(sface_model_path()), "")
                 if self.backend == "openvino":
-                    self._ov = _compile_openvino(sface_model_path(), [-1, 3, 112, 112], self.threads)
+                    from sorter.runtime import all_outputs, compile_cpu
+
+                    self._ov = all_outputs(compile_cpu(sface_model_path(), self.threads, [-1, 3, 112, 112]))
         return self
 
     def embed(
@@ -612,39 +612,6 @@ class SFaceEmbedder:
                 [self._rec.feature(self._rec.alignCrop(bgr, row)).reshape(1, -1) for row in rows]
             ).astype(np.float32)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)
-
-
-def _compile_openvino(
-    path: Path, shape: list[int] | None, threads: int | None, precision: str | None = None
-) -> Callable[[np.ndarray], list]:
-    """An ONNX/IR model compiled for the CPU by OpenVINO: a function from input to its outputs.
-
-    Unpinned, as for YOLO (sorter.detect.OpenVinoYolo): pinned, the one-thread models of two workers
-    share one core. ``precision`` None: OpenVINO's default for the CPU (bf16 where it has AVX-512 BF16
-    or AMX, else fp32); "f32" forces full precision.
-    """
-    from sorter import offline
-
-    offline.prepare(ultralytics=False)  # OpenVINO's telemetry made unimportable first
-    import openvino as ov
-
-    core = ov.Core()
-    model = core.read_model(str(path))
-    if shape is not None:
-        model.reshape({model.inputs[0]: ov.PartialShape(shape)})
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
-    if precision:
-        config["INFERENCE_PRECISION_HINT"] = precision
-    compiled = core.compile_model(model, "CPU", config)
-    outputs = compiled.outputs
-
-    def run(x: np.ndarray) -> list:
-        result = compiled(x)  # one inference; then each output of it (not one inference per output)
-        return [result[o] for o in outputs]
-
-    return run
 
 
 # The canonical mask in a 150-px dlib chip (padding 0.25): from just under the eyes to the chip's bottom.
