@@ -108,8 +108,9 @@ def model_key(bundle: Bundle, use_detector: bool = True) -> str:
 
 def embed_key(bundle: Bundle, recogniser, use_detector: bool = True) -> str:
     """Identifies what made stored face vectors: detector weights + image size + face pipeline."""
-    what: tuple = (bundle.files.get(bundle.weights), bundle.imgsz, recogniser.embed_key)
-    if not use_detector:
+    if use_detector:
+        what: tuple = (bundle.files.get(bundle.weights), bundle.imgsz, recogniser.embed_key)
+    else:
         what = ("no-detector", recogniser.embed_key)  # then the YOLO weights do not matter either
     return hashlib.sha256(repr(what).encode()).hexdigest()[:16]
 
@@ -149,10 +150,8 @@ def classify_library(
             raise ClassifyError("--precision needs a model trained with a recogniser; use --threshold")
         # Re-calibrate from the cross-validated scores stored at training time: no retraining.
         accept, low = repick_thresholds(bundle.path / bundle.recogniser, precision)
-    if recogniser is None:
-        use_detector = True
-    elif use_detector is None:
-        use_detector = bundle.runs_detector
+    if use_detector is None or recogniser is None:
+        use_detector = bundle.runs_detector  # always True without a recogniser: the detector is all there is
     key = model_key(bundle, use_detector)
     # Stored face vectors stay valid for a retrained recogniser on the same detector: re-score, no decode.
     ekey = embed_key(bundle, recogniser, use_detector) if recogniser is not None else None
