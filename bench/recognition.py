@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 def masked_recall(lib: Path, sorted_dir: Path, min_height: int = 48) -> dict[str, float]:
     """Recall of appearances (face >= min_height) split by whether that face wore a mask."""
-    from sorter.decode import sha256_file
+    from sorter.io.decode import sha256_file
 
     placed: dict[str, set[str]] = {}
     for f in sorted_dir.rglob("*"):
@@ -61,9 +61,9 @@ def fusion(lib: Path, out: Path, target: float = 0.98) -> dict:
 
     import numpy as np
 
-    from sorter.classify import INDEX_FILE
-    from sorter.decide import assign
-    from sorter.index import _faces
+    from sorter.heads.identity import assign
+    from sorter.io.index import _faces
+    from sorter.pipeline.classify import INDEX_FILE
 
     truth: dict[str, set[str]] = {}
     with open(lib / "truth.csv", newline="", encoding="utf-8") as fh:
@@ -98,7 +98,7 @@ def fusion(lib: Path, out: Path, target: float = 0.98) -> dict:
 
 
 def classify(lib: Path, out: Path, bundle, **kw) -> tuple[float, dict]:
-    from sorter.classify import classify_library
+    from sorter.pipeline.classify import classify_library
 
     t = time.perf_counter()
     report = classify_library(lib / "library", out, bundle, progress=False, log=lambda m: None, **kw)
@@ -130,10 +130,11 @@ def refit_recogniser(labelled_dir: Path, run_dir: Path, settings) -> tuple[dict,
     """Fit a new recogniser into an existing model folder (same labels, same split as its training),
     then measure it on the validation side as train does, choosing whether classify runs the detector.
     Returns the recogniser's CV figures and the validation metrics."""
-    from sorter.bundle import Bundle, write_json_atomic
-    from sorter.dataset import split
-    from sorter.labels import read_labelled
-    from sorter.train import add_recogniser, measure
+    from sorter.io.bundle import Bundle, write_json_atomic
+    from sorter.io.labels import read_labelled
+    from sorter.training.dataset import split
+    from sorter.training.measure import measure
+    from sorter.training.train import add_recogniser
 
     labelled = read_labelled(labelled_dir)
     sides = split(labelled, val_fraction=settings.val_fraction, seed=settings.seed)
@@ -176,8 +177,9 @@ def main() -> None:
     os.environ.setdefault("PHOTOSORT_HOME", str(ROOT / "runs" / ".home"))
     import shutil
 
-    from sorter.bundle import Bundle
-    from sorter.train import TrainSettings, train_model
+    from sorter.io.bundle import Bundle
+    from sorter.settings import TrainSettings
+    from sorter.training.train import train_model
 
     results = []
     for seed in args.seeds:

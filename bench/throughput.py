@@ -46,9 +46,9 @@ def stage_floor(lib: Path, side: int) -> dict:
 
     import throughput  # workers need the function by an importable name, not as __main__'s
 
-    from sorter.analyse import default_workers, parallel_map
+    from sorter.io.scan import scan
+    from sorter.pipeline.pool import default_workers, parallel_map
     from sorter.records import Photo
-    from sorter.scan import scan
 
     photos = [p for p in scan(lib) if isinstance(p, Photo)]
     t = time.perf_counter()
@@ -58,7 +58,7 @@ def stage_floor(lib: Path, side: int) -> dict:
 
 
 def decode_one(photo, side: int) -> int:
-    from sorter.decode import decode_work, read_photo
+    from sorter.io.decode import decode_work, read_photo
 
     decode_work(photo, read_photo(photo)[1], side=side)
     return 1
@@ -84,11 +84,12 @@ def stage_naive(lib: Path, model: Path, out_json: Path, limit: int) -> dict:
     from PIL import Image, ImageOps
 
     from sorter import offline
-    from sorter.bundle import Bundle, load_yolo
-    from sorter.decide import decide
-    from sorter.recognise import FaceRecogniser
+    from sorter.io.bundle import Bundle
+    from sorter.io.scan import scan
+    from sorter.models.yolo import load_yolo
+    from sorter.pipeline.decide import decide
+    from sorter.pipeline.recognise import FaceRecogniser
     from sorter.records import Decoded, Face, Photo
-    from sorter.scan import scan
 
     offline.prepare()
     bundle = Bundle.load(model)
@@ -273,7 +274,7 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         link_library(args.source, lib, rows[:n])
         row: dict = {"photos": n}
-        from sorter.decode import WORK_SIDE
+        from sorter.io.decode import WORK_SIDE
 
         row["floor"] = run_stage("floor", str(lib), str(WORK_SIDE))
         print(f"{n}: floor {row['floor']}", flush=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-# The API functions share their names with the modules that implement them (sorter.train is both).
+# The API functions share their names with the modules that implement them (sorter.training.train is both).
 # Importing them here, after those modules, makes the package attribute the function for good.
 # This stays light: torch, ultralytics and dlib are only imported inside functions, when first used.
 from sorter.api import classify, evaluate, train  # noqa: E402

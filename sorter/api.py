@@ -11,16 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sorter.bundle import Bundle
-from sorter.classify import ClassifyReport, classify_library
-from sorter.evaluate import evaluate_model
-from sorter.train import TrainResult, TrainSettings, train_model
+from sorter.io.bundle import Bundle
+from sorter.pipeline.classify import ClassifyReport, classify_library
+from sorter.settings import ClassifySettings, TrainSettings
+from sorter.training.evaluate import evaluate_model
+from sorter.training.train import TrainResult, train_model
 
 
 def train(
     data: str | Path, name: str = "photosort", runs_dir: str | Path = "runs", **settings: Any
 ) -> TrainResult:
-    """Train on a labelImg folder; ``settings`` are :class:`sorter.train.TrainSettings` fields."""
+    """Train on a labelImg folder; ``settings`` are :class:`sorter.settings.TrainSettings` fields."""
     return train_model(Path(data), name=name, runs_dir=Path(runs_dir), settings=TrainSettings(**settings))
 
 
@@ -33,8 +34,12 @@ def _bundle(model: str | Path | Bundle | TrainResult) -> Bundle:
 def classify(
     library: str | Path, out: str | Path, model: str | Path | Bundle | TrainResult, **options: Any
 ) -> ClassifyReport:
-    """Copy each photo into ``out/<person>/`` for everyone recognised, unsure ones into ``out/uncertain/``."""
-    return classify_library(Path(library), Path(out), _bundle(model), **options)
+    """Copy each photo into ``out/<person>/`` for everyone recognised, unsure ones into ``out/uncertain/``.
+
+    ``options``: :class:`sorter.settings.ClassifySettings` fields, and ``log`` (a function of one line).
+    """
+    log = options.pop("log", None)
+    return classify_library(Path(library), Path(out), _bundle(model), ClassifySettings(**options), log=log)
 
 
 def evaluate(data: str | Path, model: str | Path | Bundle | TrainResult, **options: Any) -> dict[str, Any]:

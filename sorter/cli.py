@@ -40,23 +40,18 @@ def wandb_option(help_text: str):
 
 
 def _errors(fn):
-    """Turn the library's named errors into one-line 'Error: ...' messages."""
+    """Turn the library's named errors into one-line 'Error: ...' messages and their exit status."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from sorter.bundle import BundleError
-        from sorter.classify import ClassifyError
-        from sorter.evaluate import EvaluateError
-        from sorter.train import TrainError
+        from sorter.errors import PhotosortError
 
         try:
             return fn(*args, **kwargs)
-        except (BundleError, ClassifyError, TrainError, EvaluateError) as exc:
-            if "interrupted" in str(exc):
-                click.echo(f"Error: {exc}", err=True)
-                sys.exit(130)
-            raise click.ClickException(str(exc)) from None
+        except PhotosortError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted; run the same command again to resume.", err=True)
             sys.exit(130)
@@ -113,12 +108,14 @@ def cli() -> None:
 )
 @click.option(
     "--threshold",
+    type=click.FloatRange(0.0, 1.0),
     default=0.5,
     show_default=True,
     help="Default score at which a person is accepted in a photo (stored in the model).",
 )
 @click.option(
     "--band",
+    type=click.FloatRange(0.0, 1.0),
     default=0.25,
     show_default=True,
     help="Scores this far below the threshold send the photo to uncertain/ for review.",
@@ -226,13 +223,13 @@ def train(
 @model_option
 @click.option(
     "--threshold",
-    type=float,
+    type=click.FloatRange(0.0, 1.0),
     default=None,
     help="Accept a person at this score or above. [default: the model's calibrated value]",
 )
 @click.option(
     "--band",
-    type=float,
+    type=click.FloatRange(0.0, 1.0),
     default=None,
     help="Scores this far below the threshold go to uncertain/. [default: the model's]",
 )
@@ -322,7 +319,7 @@ def evaluate(data: Path, model: Path, device: str | None, as_json: bool, wandb_m
     recall per person (what the sorted folders would look like).
     """
     from sorter.api import evaluate as do_evaluate
-    from sorter.evaluate import format_metrics
+    from sorter.training.evaluate import format_metrics
 
     metrics = do_evaluate(data, model, device=device, wandb=wandb_mode)
     click.echo(json.dumps(metrics, indent=1) if as_json else format_metrics(metrics))

@@ -45,7 +45,7 @@ def prepare(ultralytics: bool = True) -> None:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(cfg))
     cfg = Path(os.environ["YOLO_CONFIG_DIR"])
     _install_font(cfg / "Ultralytics")
-    # wandb: offline unless the user explicitly asked otherwise for one run (see sorter.tracking).
+    # wandb: offline unless the user explicitly asked otherwise for one run (see sorter.training.tracking).
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_DISABLE_GIT", "true")

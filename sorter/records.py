@@ -51,6 +51,8 @@ class LabelledSet:
     classes: list[str]
     images: list[LabelledImage]
     problems: list[Problem] = field(default_factory=list)
+    # Worth a look, but no photo is left out for them (a likely typo in a class name, a guessed encoding).
+    warnings: list[Problem] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def synth_model(tmp_path_factory):
 
 def tree_digest(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
     """relative path -> sha256 of every file under root (for 'originals unchanged' checks)."""
-    from sorter.decode import sha256_file
+    from sorter.io.decode import sha256_file
 
     out = {}
     for p in sorted(root.rglob("*")):

@@ -26,7 +26,7 @@ import synth
 from conftest import library_state
 from PIL import Image
 
-from sorter.classify import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, INDEX_FILE, LOCK_FILE
+from sorter.pipeline.classify import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, INDEX_FILE, LOCK_FILE
 
 LOW = ["--threshold", "0.01", "--band", "0.005"]
 N_PHOTOS = 30

@@ -1,4 +1,4 @@
-"""sorter.dataset on real files: grouped split and the ultralytics dataset it writes."""
+"""sorter.training.dataset on real files: grouped split and the ultralytics dataset it writes."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import yaml
 from conftest import make_files as make
 from PIL import Image
 
-from sorter.dataset import build_yolo_dataset, split
-from sorter.labels import exif_orientation, read_labelled
+from sorter.io.labels import exif_orientation, read_labelled
 from sorter.records import LabelledSet
+from sorter.training.dataset import build_yolo_dataset, split
 
 W, H = 64, 48
 

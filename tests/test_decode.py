@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sorter.decode import (
+from sorter.io.decode import (
     WORK_SIDE,
     DecodeError,
     canonical,

@@ -1,4 +1,4 @@
-"""sorter.labels on real files: tiny Pillow images plus hand-written labelImg labels."""
+"""sorter.io.labels on real files: tiny Pillow images plus hand-written labelImg labels."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from conftest import make_files as make
 from PIL import Image, ImageDraw, ImageOps
 
-from sorter.labels import format_problems, read_labelled, summary, to_displayed
+from sorter.io.labels import format_problems, read_labelled, summary, to_displayed
 from sorter.records import LabelledSet
 
 W, H = 64, 48
@@ -127,7 +127,7 @@ HAPPY = [
         None,
         "a.jpg",
         [("ben", (24, 12, 40, 36))],
-        ["ava", "ben"],
+        ["ben"],  # ava has no box: left out of the class list (test_classes_without_boxes_left_out)
         id="yolo-classes-txt",
     ),
     pytest.param(
@@ -135,7 +135,7 @@ HAPPY = [
         None,
         "class3/a.jpg",
         [("ava", (24, 12, 40, 36))],
-        ["ava", "ben"],
+        ["ava"],
         id="yolo-classes-txt-in-parent",
     ),
     pytest.param(
@@ -167,7 +167,7 @@ HAPPY = [
         None,
         "images/train/a.jpg",
         [("ben", (24, 12, 40, 36))],
-        ["ava", "ben"],
+        ["ben"],
         id="images-labels-layout",
     ),
     pytest.param(
@@ -610,7 +610,7 @@ def test_class_list_first_classes_txt_then_sorted_extra_names(tmp_path):
     files = {
         "a/classes.txt": "ben\nava\n",
         "a/x.jpg": jpeg(),
-        "a/x.txt": "0 0.5 0.5 0.1 0.1\n",
+        "a/x.txt": "0 0.5 0.5 0.1 0.1\n1 0.5 0.5 0.1 0.1\n",
         "b/y.jpg": jpeg(color=5),
         "b/y.xml": voc([("zed", 1, 1, 9, 9), ("cat", 1, 1, 9, 9)]),
     }
@@ -660,6 +660,218 @@ def test_summary_and_format(tmp_path):
     ls = read_labelled(make(tmp_path, files))
     assert summary(ls) == "2 photos (1 without boxes), 2 boxes in 2 classes; 1 problem"
     assert format_problems(ls.problems) == f"{tmp_path / 'x.jpg'}: cannot read image: empty file"
+
+
+# ---- issue 11: what a new user trips on --------------------------------------------------------
+
+
+def masks(n: int, typo: str | None = None) -> dict[str, str | bytes]:
+    """``n`` photos with one 'with_mask' box each; ``typo`` names the box of one more photo."""
+    files: dict[str, str | bytes] = {}
+    for i in range(n):
+        files[f"m{i:02d}.jpg"] = jpeg(color=10 + i)
+        files[f"m{i:02d}.xml"] = voc([("with_mask", 1, 1, 9, 9)])
+    if typo is not None:
+        files["odd.jpg"] = jpeg(color=250)
+        files["odd.xml"] = voc([(typo, 1, 1, 9, 9)])
+    return files
+
+
+def test_rare_class_is_a_warning_with_the_nearest_name(tmp_path):
+    ls = read_labelled(make(tmp_path, masks(6, typo="withmask")))
+    assert ls.problems == []
+    assert "odd.jpg" in image_rels(ls)  # a warning: the photo is kept
+    assert ls.classes == ["with_mask", "withmask"]
+    (w,) = ls.warnings
+    assert w.path == tmp_path / "odd.xml"
+    assert w.message.startswith(
+        "class 'withmask' has only 1 box ('with_mask' has 6); did you mean 'with_mask'?"
+    )
+    lines = summary(ls).splitlines()
+    assert lines[0] == "7 photos (0 without boxes), 7 boxes in 2 classes; 0 problems, 1 warning"
+    assert lines[1:] == [f"warning: {w}"]
+
+
+def test_rare_class_rule(tmp_path):
+    # Fewer than 3 boxes while another class has at least 5 times as many; case is ignored in the guess.
+    ls = read_labelled(make(tmp_path / "case", masks(10, typo="With_Mask")))
+    assert [w.message.split("; ")[1] for w in ls.warnings] == [
+        "did you mean 'with_mask'? (a misspelt name becomes an extra class)"
+    ]
+    ls = read_labelled(make(tmp_path / "lone", masks(5, typo="zoe")))  # no close name: still too rare
+    assert "too few to learn" in ls.warnings[0].message
+    # A quick try-out where every class is small warns about nothing, nor does 4 against 15.
+    assert read_labelled(make(tmp_path / "small", masks(4, typo="withmask"))).warnings == []
+    three = masks(15) | {f"t{i}.jpg": jpeg(color=200 + i) for i in range(3)}
+    three |= {f"t{i}.xml": voc([("withmask", 1, 1, 9, 9)]) for i in range(3)}
+    assert read_labelled(make(tmp_path / "three", three)).warnings == []
+    # Evaluate passes the model's classes: a name outside them is a problem already, not a warning.
+    ls = read_labelled(make(tmp_path / "given", masks(6, typo="withmask")), ["with_mask", "withmask"])
+    assert ls.warnings == [] and ls.problems == []
+
+
+def test_rare_class_in_two_files_names_both(tmp_path):
+    files = masks(10) | {"sub/a.jpg": jpeg(color=1), "sub/a.xml": voc([("withmask", 1, 1, 9, 9)])}
+    files |= {"sub/deeper/b.jpg": jpeg(color=2), "sub/deeper/b.xml": voc([("withmask", 2, 2, 9, 9)])}
+    (w,) = read_labelled(make(tmp_path, files)).warnings
+    assert w.path == tmp_path / "sub" / "a.xml"
+    assert "has only 2 boxes ('with_mask' has 10), also in deeper/b.xml; did you mean" in w.message
+
+
+def test_blank_line_in_classes_txt_is_a_class_number(tmp_path):
+    files = {
+        "classes.txt": "ava\n\nben\n\n\n",  # labelImg numbers the blank line: ben is 2
+        "a.jpg": jpeg(),
+        "a.txt": "0 0.5 0.5 0.25 0.5\n2 0.5 0.5 0.25 0.5\n",
+        "b.jpg": jpeg(color=1),
+        "b.txt": "2 0.5 0.5 0.25 0.5\n1 0.5 0.5 0.25 0.5\n",
+        "v.jpg": jpeg(color=2),
+        "v.xml": voc([("ben", 1, 1, 9, 9)]),
+        "sub/classes.txt": "ava\n\nben\n",  # the same numbering: no contradiction
+        "sub/c.jpg": jpeg(color=3),
+        "sub/c.txt": "2 0.5 0.5 0.25 0.5\n",
+    }
+    ls = read_labelled(make(tmp_path, files))
+    assert boxes_of(ls, "a.jpg") == [("ava", (24, 12, 40, 36)), ("ben", (24, 12, 40, 36))]
+    assert boxes_of(ls, "sub/c.jpg") == [("ben", (24, 12, 40, 36))]
+    assert boxes_of(ls, "v.jpg") == [("ben", (1, 1, 9, 9))]
+    assert ls.classes == ["ava", "ben"]
+    assert [(p.path.name, p.line, p.message) for p in ls.problems] == [
+        ("b.txt", 2, "class number 1 has no name (line 2 of classes.txt is blank)")
+    ]
+    assert "b.jpg" not in image_rels(ls)
+
+
+@pytest.mark.parametrize(
+    ("data", "note"),
+    [
+        pytest.param("Zoë\nJosé\n".encode(), False, id="utf-8"),
+        pytest.param("\ufeffZoë\nJosé\n".encode(), False, id="utf-8-bom"),
+        pytest.param("Zoë\r\nJosé\r\n".encode("utf-16"), False, id="utf-16-bom"),
+        pytest.param("Zoë\r\nJosé\r\n".encode("cp1252"), True, id="cp1252"),
+    ],
+)
+def test_classes_txt_encodings(tmp_path, data, note):
+    files = {"classes.txt": data, "a.jpg": jpeg(), "a.txt": "0 0.5 0.5 0.25 0.5\n1 0.1 0.1 0.1 0.1\n"}
+    files |= {"v.jpg": jpeg(color=1), "v.xml": voc([("José", 1, 1, 9, 9)])}
+    ls = read_labelled(make(tmp_path, files))
+    assert ls.problems == []
+    assert [b[0] for b in boxes_of(ls, "a.jpg")] == ["Zoë", "José"]
+    assert ls.classes == ["Zoë", "José"]
+    if note:
+        (w,) = ls.warnings
+        assert w.path == tmp_path / "classes.txt" and w.line is None
+        assert w.message == (
+            "not UTF-8, so read as Windows-1252 (labelImg's usual encoding on Windows): Zoë, José; "
+            "check these names, or save the file as UTF-8"
+        )
+    else:
+        assert ls.warnings == []
+
+
+def test_classes_txt_in_no_known_encoding_is_one_problem(tmp_path):
+    files = {
+        "classes.txt": b"Zo\x81\xe9\n",
+        "a.jpg": jpeg(),
+        "a.txt": "0 0.5 0.5 0.1 0.1\n",
+        "n.jpg": jpeg(3),
+    }
+    ls = read_labelled(make(tmp_path, files))
+    assert [(p.path.name, p.message) for p in ls.problems] == [
+        (
+            "a.txt",
+            f"skipped: class numbers are ambiguous because {tmp_path / 'classes.txt'} is invalid",
+        ),
+        (
+            "classes.txt",
+            "cannot read class names: the text is not UTF-8 or Windows-1252; open it in a text editor "
+            "and save it as UTF-8 (Notepad: File > Save As, Encoding: UTF-8)",
+        ),
+    ]
+    assert image_rels(ls) == ["n.jpg"]
+
+
+LABELIMG_DEFAULTS = [
+    "dog", "person", "cat", "tv", "car", "meatballs", "marinara sauce", "tomato soup",
+    "chicken noodle soup", "french onion soup", "chicken breast", "ribs", "pulled pork", "hamburger",
+    "cavity",
+]  # fmt: skip
+
+
+def test_classes_without_boxes_left_out(tmp_path):
+    files = {
+        "classes.txt": "\n".join([*LABELIMG_DEFAULTS, "ava", "ben", "cleo"]) + "\n",
+        "a.jpg": jpeg(),
+        "a.txt": "15 0.5 0.5 0.25 0.5\n16 0.1 0.1 0.1 0.1\n",  # ava and ben: numbered after the defaults
+        "b.jpg": jpeg(color=1),
+        "b.txt": "17 0.5 0.5 0.25 0.5\nbroken\n",  # cleo's only box is in a photo left out
+        "v.jpg": jpeg(color=2),
+        "v.xml": voc([("zed", 1, 1, 9, 9)]),
+    }
+    root = make(tmp_path, files)
+    ls = read_labelled(root)
+    assert [b[0] for b in boxes_of(ls, "a.jpg")] == ["ava", "ben"]
+    assert ls.classes == ["ava", "ben", "zed"]
+    assert [p.path.name for p in ls.problems] == ["b.txt"]
+    (w,) = ls.warnings
+    assert w.path == root / "classes.txt"
+    assert w.message == (
+        f"16 classes have no boxes, left out: {', '.join(LABELIMG_DEFAULTS)}, cleo "
+        "(cleo: boxes only in photos skipped for problems)"
+    )
+    assert "\n" not in str(w)
+    # Evaluate's list (the model's classes) is kept as given, boxes or not.
+    given = ["zed", "ava", "ben", "cleo", "nobody"]
+    ls = read_labelled(make(tmp_path / "eval", {"v.jpg": jpeg(), "v.xml": voc([("ava", 1, 1, 9, 9)])}), given)
+    assert ls.classes == given and ls.warnings == []
+
+
+def test_one_image_list_and_one_exif_helper():
+    import sorter.io.decode as decode
+    import sorter.io.labels as labels
+    import sorter.io.scan as scan
+    import sorter.training.dataset as dataset
+
+    assert labels.IMAGE_SUFFIXES == {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".png",
+        ".webp",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".gif",
+    } | {
+        ".heic",
+        ".heif",
+    }
+    assert scan.is_image_name("IMG_1.HEIC") and scan.is_image_name("a.JPE")
+    assert decode.exif_orientation is labels.exif_orientation is dataset.exif_orientation
+    assert dataset.TRANSPOSE_FOR_ORIENTATION is labels.TRANSPOSE_FOR_ORIENTATION
+
+
+def test_photo_pillow_cannot_open_is_a_problem(tmp_path):
+    files = {"a.heic": b"\x00\x00\x00\x18ftypheic not really", "a.xml": voc([("ava", 1, 1, 9, 9)])}
+    files |= {"b.gif": b"", "ok.jpg": jpeg()}
+    ls = read_labelled(make(tmp_path, files))
+    assert [(p.path.name, p.message.split(":")[0]) for p in ls.problems] == [
+        ("a.heic", "cannot read image"),
+        ("b.gif", "cannot read image"),
+    ]
+    assert image_rels(ls) == ["ok.jpg"]
+
+
+def test_parsers_are_plain_functions(tmp_path):
+    from sorter.io.labels.common import read_image_info
+    from sorter.io.labels.voc import parse_voc
+
+    root = make(tmp_path, {"a.jpg": jpeg(), "a.xml": voc([("ava", 1, 2, 3, 4), ("ava", 9, 9, 5, 20)])})
+    info = read_image_info(root / "a.jpg")
+    boxes, problems = parse_voc(root / "a.xml", info, lambda name: None)
+    assert [(b.name, b.xyxy) for b in boxes] == [("ava", (1, 2, 3, 4))]
+    assert [p.message for p in problems] == ["object 2 ('ava'): inverted box (xmin 9 > xmax 5)"]
+    assert parse_voc(root / "a.xml", info, lambda name: None) == (boxes, problems)  # nothing kept between
 
 
 # The helpers are part of the test's contract: keep them honest.

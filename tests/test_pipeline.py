@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from conftest import tree_digest
 
 import sorter
-from sorter.bundle import Bundle, BundleError
 from sorter.cli import cli
-from sorter.decide import assign, decide
+from sorter.heads.identity import assign
+from sorter.io.bundle import Bundle, BundleError
+from sorter.pipeline.decide import decide
 from sorter.records import Face, Photo
 
 LOW = ["--threshold", "0.01", "--band", "0.005"]  # the tiny test model is unsure of everything
@@ -87,7 +88,7 @@ def test_classify_sorts_copies_and_never_touches_originals(synth_model, tmp_path
     assert copies, "the tiny model placed nothing"
     by_hash = {h: lib / rel for rel, h in before.items()}
     for c in copies:
-        from sorter.decode import sha256_file
+        from sorter.io.decode import sha256_file
 
         src = by_hash[sha256_file(c)]  # byte-identical to an original
         assert c.stat().st_mtime_ns == src.stat().st_mtime_ns
@@ -152,8 +153,7 @@ def test_openvino_runner_finds_what_ultralytics_finds(synth_model, tmp_path):
     import cv2
     import numpy as np
 
-    from sorter.bundle import load_yolo
-    from sorter.detect import OpenVinoYolo
+    from sorter.models.yolo import OpenVinoYolo, load_yolo
 
     bundle = Bundle.load(synth_model.run_dir)
     folder = bundle.path / bundle.export
@@ -412,7 +412,7 @@ def test_end_to_end_on_a_daycare_library(shared, tmp_path):
 def test_images_reach_wandb_only_when_asked(tmp_path, asked):
     from conftest import SAMPLE
 
-    from sorter.tracking import Tracker
+    from sorter.training.tracking import Tracker
 
     photo = sorted((SAMPLE / "test").glob("*.jpg"))[0]
     tracker = Tracker("offline", tmp_path, "imgs", {}, job_type="test", images=asked)

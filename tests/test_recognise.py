@@ -15,17 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sorter.decode import decode
-from sorter.faces import (
-    FaceDetector,
-    FaceEmbedder,
-    YuNetDetector,
-    from_detector_box,
-    iou,
-    mask_score,
-    to_detector_box,
-)
-from sorter.labels import read_labelled
+from sorter.boxes import from_detector_box, iou, to_detector_box
+from sorter.heads.mask_rule import mask_score
+from sorter.io.decode import decode
+from sorter.io.labels import read_labelled
+from sorter.models.dlib_face import DlibEmbedder
+from sorter.models.mtcnn import MtcnnDetector
+from sorter.models.yunet import YuNetDetector
 from sorter.records import Decoded, Face, LabelledSet, Photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,8 +44,8 @@ def sample_train() -> LabelledSet:
 
 
 @pytest.fixture(scope="module")
-def models() -> tuple[FaceDetector, FaceEmbedder]:
-    return FaceDetector(), FaceEmbedder()
+def models() -> tuple[MtcnnDetector, DlibEmbedder]:
+    return MtcnnDetector(), DlibEmbedder()
 
 
 def test_box_mapping_round_trips():
@@ -59,7 +55,7 @@ def test_box_mapping_round_trips():
     assert iou(box, to_detector_box(box)) > 0.8
 
 
-@pytest.mark.parametrize("detector", [YuNetDetector(), FaceDetector()], ids=["yunet+onet", "mtcnn"])
+@pytest.mark.parametrize("detector", [YuNetDetector(), MtcnnDetector()], ids=["yunet+onet", "mtcnn"])
 def test_detector_finds_the_labelled_faces(sample_train, detector):
     """The default detector (YuNet + ONet) and the one older recognisers were trained with (MTCNN)."""
     found = total = 0
@@ -120,7 +116,9 @@ def test_embedding_separates_faces_and_sees_masks(sample_train, models):
 
 def test_fit_save_load_recognise_and_repick(sample_train, tmp_path):
     """The whole path on real photos, with mask states standing in for people (the code is the same)."""
-    from sorter.recognise import FaceRecogniser, fit_recogniser, repick_thresholds
+    from sorter.heads.calibrate import repick_thresholds
+    from sorter.pipeline.recognise import FaceRecogniser
+    from sorter.training.fit import fit_recogniser
 
     images = [im for im in sample_train.images if len(im.boxes) <= 3][:8]
     out = tmp_path / "recogniser.npz"
@@ -156,10 +154,11 @@ def test_recognition_does_not_depend_on_decode_size_or_backend(sample_train, tmp
     loop decodes it in full and runs ONet on torch. Both must see the same faces with the same scores."""
     from PIL import Image
 
-    from sorter.decide import decide
-    from sorter.decode import decode_work, read_photo
-    from sorter.faces import export_onet
-    from sorter.recognise import FaceRecogniser, fit_recogniser
+    from sorter.io.decode import decode_work, read_photo
+    from sorter.models.onet import export_onet
+    from sorter.pipeline.decide import decide
+    from sorter.pipeline.recognise import FaceRecogniser
+    from sorter.training.fit import fit_recogniser
 
     images = [im for im in sample_train.images if len(im.boxes) <= 3][:8]
     out = tmp_path / "recogniser.npz"
@@ -195,9 +194,10 @@ def test_retrained_recogniser_rescores_stored_faces_without_decoding(sample_trai
     no photo is decoded again, and the result equals a cold run with the new model."""
     import shutil
 
-    from sorter.bundle import Bundle
-    from sorter.classify import classify_library
-    from sorter.recognise import FaceRecogniser, fit_recogniser
+    from sorter.io.bundle import Bundle
+    from sorter.pipeline.classify import classify_library
+    from sorter.pipeline.recognise import FaceRecogniser
+    from sorter.training.fit import fit_recogniser
 
     images = [im for im in sample_train.images if len(im.boxes) <= 3][:8]
     model = tmp_path / "model"
@@ -230,8 +230,9 @@ def test_retrained_recogniser_rescores_stored_faces_without_decoding(sample_trai
 @pytest.mark.shared
 @needs_shared
 def test_tells_children_apart_on_a_small_daycare_library(tmp_path):
-    from sorter.decide import decide
-    from sorter.recognise import FaceRecogniser, fit_recogniser
+    from sorter.pipeline.decide import decide
+    from sorter.pipeline.recognise import FaceRecogniser
+    from sorter.training.fit import fit_recogniser
 
     lib = tmp_path / "daycare"
     subprocess.run(
@@ -285,7 +286,6 @@ def test_tells_children_apart_on_a_small_daycare_library(tmp_path):
 def test_sface_on_openvino_gives_the_vectors_of_opencvs_dnn(sample_train):
     """Issue 4: the default SFace backend (OpenVINO, a photo's faces in one batch, bf16 where the CPU has
     it) gives the vectors OpenCV's DNN gives (fp32, one face at a time), so it changes speed, not who."""
-    from sorter.faces import SFaceEmbedder
 
     opencv, openvino = SFaceEmbedder("opencv"), SFaceEmbedder("openvino", threads=1)
     detector = YuNetDetector()
@@ -308,11 +308,11 @@ def test_sface_on_openvino_gives_the_vectors_of_opencvs_dnn(sample_train):
 def test_onet_on_openvino_matches_torch_at_full_precision(tmp_path):
     """ONet runs in fp32 on OpenVINO even on a bf16 CPU: borderline faces then come and go exactly as
     with torch's ONet (the naive loop's), instead of flipping on rounding."""
-    from sorter.faces import _load_onet, export_onet
+    from sorter.models.onet import export_onet, load_onet
 
     ir = export_onet(tmp_path / "face_detector")
     x = np.random.default_rng(0).uniform(-1, 1, (8, 3, 48, 48)).astype(np.float32)
-    for a, b in zip(_load_onet(None, 1)(x), _load_onet(ir, 1)(x), strict=True):
+    for a, b in zip(load_onet(None, 1)(x), load_onet(ir, 1)(x), strict=True):
         assert np.abs(a - b).max() < 1e-5
 
 
@@ -320,7 +320,7 @@ def test_onet_on_openvino_matches_torch_at_full_precision(tmp_path):
     ("f_with", "f_alone", "used"), [(0.91, 0.90, True), (0.90, 0.90, False), (0.80, 0.90, False)]
 )
 def test_detector_runs_in_classify_only_if_it_sorted_better(f_with, f_alone, used):
-    from sorter.train import choose_detector
+    from sorter.training.measure import choose_detector
 
     use = choose_detector({"f1": f_with}, {"f1": f_alone})
     assert use["used"] is used
@@ -333,9 +333,10 @@ def test_classify_skips_the_detector_the_model_does_not_use(sample_train, robust
     stored without YOLO's are not taken for faces found with it."""
     import shutil
 
-    from sorter.bundle import Bundle
-    from sorter.classify import classify_library
-    from sorter.recognise import FaceRecogniser, fit_recogniser
+    from sorter.io.bundle import Bundle
+    from sorter.pipeline.classify import classify_library
+    from sorter.pipeline.recognise import FaceRecogniser
+    from sorter.training.fit import fit_recogniser
 
     model = tmp_path / "model"
     shutil.copytree(robust_model.run_dir / "weights", model / "weights")
@@ -357,18 +358,19 @@ def test_classify_skips_the_detector_the_model_does_not_use(sample_train, robust
 
 
 def test_yunet_on_openvino_finds_what_opencvs_facedetectoryn_finds(sample_train):
-    """Issue 4: YuNet's network on OpenVINO with FaceDetectorYN's post-processing (padding, decoding,
+    """Issue 4: YuNet's network on OpenVINO with MtcnnDetectorYN's post-processing (padding, decoding,
     NMS) gives OpenCV's faces: same count, same order, same numbers."""
     import cv2
 
-    from sorter.faces import YUNET_FILE, YUNET_SHA256, _YuNetOpenVino, packaged_model
+    from sorter.models.packaged import YUNET_FILE, YUNET_SHA256, packaged_model
+    from sorter.models.yunet import _YuNetOpenVino
 
     path = packaged_model(YUNET_FILE, YUNET_SHA256)
     ours = _YuNetOpenVino(path, 0.02, threads=1)
     n = 0
     for img in sample_train.images[:10]:
         bgr = cv2.cvtColor(np.asarray(decode(_photo(img.image), max_side=640).rgb), cv2.COLOR_RGB2BGR)
-        theirs = cv2.FaceDetectorYN.create(str(path), "", (bgr.shape[1], bgr.shape[0]), 0.02, 0.3, 5000)
+        theirs = cv2.MtcnnDetectorYN.create(str(path), "", (bgr.shape[1], bgr.shape[0]), 0.02, 0.3, 5000)
         a, b = theirs.detect(bgr)[1], ours.detect(bgr)[1]
         a, b = (np.zeros((0, 15)) if x is None else x for x in (a, b))
         assert a.shape == b.shape and np.allclose(a, b, atol=1e-3), img.image
@@ -377,7 +379,7 @@ def test_yunet_on_openvino_finds_what_opencvs_facedetectoryn_finds(sample_train)
 
 
 def test_older_recognisers_keep_the_face_detector_they_were_trained_with():
-    from sorter.faces import face_detector
+    from sorter.models.registry import face_detector
 
     stored = YuNetDetector().settings()
     assert face_detector(stored).refine_passes == 2  # this version's

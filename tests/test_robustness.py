@@ -26,9 +26,9 @@ import synth
 from conftest import library_state
 from PIL import Image
 
-from sorter.bundle import Bundle, BundleError
-from sorter.classify import ClassifyError
-from sorter.decode import DecodeError, decode
+from sorter.io.bundle import Bundle, BundleError
+from sorter.io.decode import DecodeError, decode
+from sorter.pipeline.classify import ClassifyError
 from sorter.records import Photo
 
 LOW = ["--threshold", "0.01", "--band", "0.005"]  # the tiny model is unsure of everything: copies happen
@@ -310,8 +310,10 @@ def test_bad_files_are_reported_and_every_good_photo_is_sorted(robust_model, tmp
 
 def test_files_that_change_or_vanish_during_the_run(robust_model, tmp_path, monkeypatch):
     """A real run in process; at chosen moments the test edits or deletes real library files."""
-    pipeline = importlib.import_module("sorter.classify")  # the module; sorter.classify is the API function
-    stages = importlib.import_module("sorter.analyse")  # where photos are decoded
+    pipeline = importlib.import_module(
+        "sorter.pipeline.classify"
+    )  # the module; sorter.pipeline.classify is the API function
+    stages = importlib.import_module("sorter.pipeline.analyse")  # where photos are decoded
 
     lib, out = tmp_path / "lib", tmp_path / "sorted"
     lib.mkdir()
@@ -368,7 +370,7 @@ def test_output_inside_the_library_is_never_read_back(robust_model, tmp_path):
     synth.make_library(lib, 5)
     out, old_out = lib / "sorted", lib / "sorted-last-year"
     bundle = Bundle.load(robust_model.run_dir)
-    from sorter.classify import classify_library
+    from sorter.pipeline.classify import classify_library
 
     def originals():
         return {k: v for k, v in library_state(lib).items() if not k.startswith("sorted")}

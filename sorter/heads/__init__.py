@@ -1,0 +1,1 @@
+"""Face heads: a face -> scores."""

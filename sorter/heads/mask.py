@@ -1,0 +1,274 @@
+"""Mask state of a face: with_mask / without_mask / mask_weared_incorrect, with a probability each.
+
+A small CNN (trained from scratch by ``bench/mask_head.py`` on the train side of the CC0 Kaggle Face
+Mask Detection set) shipped as ONNX in ``sorter/assets/mask_head.onnx``, with ``mask_head.json``
+beside it (classes, input size, crop margin, normalisation, the file's sha256, provenance, figures).
+It runs on the OpenVINO runtime (or OpenCV's dnn module); torch is never imported here.
+
+Box convention: ``xyxy`` in the pixels of the image passed, *labeller style* (forehead to chin, as a
+person draws a face in labelImg). Map a face detector's box first (``sorter.boxes.from_detector_box``
+for MTCNN/YuNet-style boxes); the head was trained with box jitter (shift +-10%, scale 0.85-1.2,
+aspect change) so a slightly-off box is fine.
+
+Nothing heavy at import: OpenVINO / OpenCV load inside :meth:`MaskHead.load`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MASK_CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+MODEL_PATH = ASSETS / "mask_head.onnx"
+META_PATH = ASSETS / "mask_head.json"
+DEFAULT_SIZE = 64
+DEFAULT_MARGIN = 1.2
+# Pixel normalisation on the 0-255 scale, per RGB channel: (x - mean) / std.
+DEFAULT_MEAN = (127.5, 127.5, 127.5)
+DEFAULT_STD = (64.0, 64.0, 64.0)
+
+
+class MaskHeadFileError(RuntimeError):
+    """The shipped model or its JSON is missing, unreadable, or does not match its checksum."""
+
+
+def crop(
+    rgb: np.ndarray, box: Sequence[float], size: int = DEFAULT_SIZE, margin: float = DEFAULT_MARGIN
+) -> np.ndarray:
+    """The square ``size`` x ``size`` RGB uint8 input of one face; training and inference both cut here.
+
+    The square is centred on the box centre, its side ``margin`` x max(w, h) of the box; what falls
+    outside the image is black. Faces smaller than the output are upsampled bilinearly with sub-pixel
+    placement; larger ones are area-averaged down.
+    """
+    import cv2
+
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    w, h = x1 - x0, y1 - y0
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or w <= 0 or h <= 0:
+        raise ValueError(f"empty or invalid face box {tuple(box[:4])}")
+    if rgb.dtype != np.uint8:
+        rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    H, W = rgb.shape[:2]
+    side = margin * max(w, h)
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    if side <= size:
+        # upsampling: exact sub-pixel placement (output pixel centres -> source coordinates)
+        k = side / size
+        m = np.array(
+            [[k, 0.0, cx - side / 2.0 + 0.5 * k - 0.5], [0.0, k, cy - side / 2.0 + 0.5 * k - 0.5]],
+            dtype=np.float64,
+        )
+        return cv2.warpAffine(
+            np.ascontiguousarray(rgb),
+            m,
+            (size, size),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(0, 0, 0),
+        )
+    # downsampling: integer square, area-averaged; only the part inside the image is resized
+    s = int(round(side))
+    left, top = int(math.floor(cx - s / 2.0 + 0.5)), int(math.floor(cy - s / 2.0 + 0.5))
+    out = np.zeros((size, size, 3), np.uint8)
+    sx0, sy0, sx1, sy1 = max(left, 0), max(top, 0), min(left + s, W), min(top + s, H)
+    if sx1 <= sx0 or sy1 <= sy0:
+        return out
+    scale = size / s
+    ox0, oy0 = int(round((sx0 - left) * scale)), int(round((sy0 - top) * scale))
+    ox1, oy1 = int(round((sx1 - left) * scale)), int(round((sy1 - top) * scale))
+    ox1, oy1 = min(max(ox1, ox0 + 1), size), min(max(oy1, oy0 + 1), size)
+    out[oy0:oy1, ox0:ox1] = cv2.resize(
+        np.ascontiguousarray(rgb[sy0:sy1, sx0:sx1]), (ox1 - ox0, oy1 - oy0), interpolation=cv2.INTER_AREA
+    )
+    return out
+
+
+def to_input(
+    crops: np.ndarray | Sequence[np.ndarray],
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
+) -> np.ndarray:
+    """N crops (N x S x S x 3 uint8 RGB) -> the model's float32 N x 3 x S x S input."""
+    x = np.asarray(crops, dtype=np.float32)
+    if x.ndim == 3:
+        x = x[None]
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def mask_state(probs: Sequence[float] | np.ndarray, classes: Sequence[str] = MASK_CLASSES) -> tuple[str, float]:
+    """One face's probabilities -> (most likely class, its probability)."""
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    if p.size != len(classes):
+        raise ValueError(f"expected {len(classes)} probabilities, got {p.size}")
+    i = int(p.argmax())
+    return classes[i], float(p[i])
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class MaskHead:
+    """The shipped mask-state head. Thread-safe; loads on first use (or call :meth:`load`).
+
+    ``threads``: OpenVINO/OpenCV inference threads (None: the runtime's default; the pipeline's
+    worker processes pass 1). ``backend``: "openvino" (default) or "cv2" (OpenCV dnn).
+    ``precision``: OpenVINO inference precision hint, "f32" by default (the model is tiny; bf16 on
+    AVX-512 BF16/AMX CPUs buys nothing measurable and shifts scores slightly).
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        meta_path: str | Path | None = None,
+        threads: int | None = None,
+        backend: str = "openvino",
+        precision: str | None = "f32",
+    ) -> None:
+        self.model_path = Path(model_path) if model_path is not None else MODEL_PATH
+        if meta_path is None:
+            meta_path = self.model_path.with_suffix(".json")
+        self.meta_path = Path(meta_path)
+        if backend not in ("openvino", "cv2"):
+            raise ValueError(f"backend must be 'openvino' or 'cv2', not {backend!r}")
+        self.threads = threads
+        self.backend = backend
+        self.precision = precision
+        self.classes: tuple[str, ...] = MASK_CLASSES
+        self.size = DEFAULT_SIZE
+        self.margin = DEFAULT_MARGIN
+        self.mean: tuple[float, ...] = DEFAULT_MEAN
+        self.std: tuple[float, ...] = DEFAULT_STD
+        self.meta: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._run_lock = threading.Lock()
+        self._run: Any = None
+
+    # -- loading -------------------------------------------------------------------------------
+    def load(self) -> MaskHead:
+        """Read the JSON, verify the ONNX file's sha256 against it, compile. Cheap after the first call."""
+        if self._run is not None:
+            return self
+        with self._lock:
+            if self._run is not None:
+                return self
+            meta = self._read_meta()
+            try:
+                data = self.model_path.read_bytes()
+            except OSError as e:
+                raise MaskHeadFileError(f"mask head model missing or unreadable: {self.model_path} ({e})") from e
+            digest = sha256_bytes(data)
+            if digest != meta.get("sha256"):
+                raise MaskHeadFileError(
+                    f"mask head model {self.model_path} does not match its checksum in {self.meta_path} "
+                    f"(sha256 {digest}, expected {meta.get('sha256')}): the file was altered or replaced; "
+                    "reinstall photosort or retrain it with bench/mask_head.py"
+                )
+            self.meta = meta
+            self.classes = tuple(meta["classes"])
+            self.size = int(meta["input"]["size"])
+            self.margin = float(meta["crop"]["margin"])
+            self.mean = tuple(float(v) for v in meta["normalisation"]["mean"])
+            self.std = tuple(float(v) for v in meta["normalisation"]["std"])
+            # compile from the bytes just verified, not from the path again
+            self._run = self._compile_openvino(data) if self.backend == "openvino" else self._compile_cv2(data)
+        return self
+
+    def _read_meta(self) -> dict[str, Any]:
+        try:
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise MaskHeadFileError(f"mask head description missing or unreadable: {self.meta_path} ({e})") from e
+        except ValueError as e:
+            raise MaskHeadFileError(f"mask head description {self.meta_path} is not valid JSON ({e})") from e
+        for key in ("sha256", "classes", "input", "crop", "normalisation"):
+            if key not in meta:
+                raise MaskHeadFileError(f"mask head description {self.meta_path} has no {key!r}")
+        return meta
+
+    def _compile_openvino(self, data: bytes) -> Any:
+        from sorter import offline
+
+        offline.prepare(ultralytics=False)  # OpenVINO's telemetry made unimportable before it loads
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(data, ov.Tensor(np.empty(0, np.uint8)))
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        if self.precision:
+            config["INFERENCE_PRECISION_HINT"] = self.precision
+        compiled = core.compile_model(model, "CPU", config)
+        request = compiled.create_infer_request()
+        output = compiled.outputs[0]
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return np.array(request.infer({0: x})[output], dtype=np.float32)
+
+        return run
+
+    def _compile_cv2(self, data: bytes) -> Any:
+        import cv2
+
+        if self.threads:
+            cv2.setNumThreads(int(self.threads))
+        net = cv2.dnn.readNetFromONNX(np.frombuffer(data, np.uint8))
+
+        def run(x: np.ndarray) -> np.ndarray:
+            net.setInput(x)
+            return np.array(net.forward(), dtype=np.float32)
+
+        return run
+
+    # -- inference -----------------------------------------------------------------------------
+    def crop(self, rgb: np.ndarray, box: Sequence[float]) -> np.ndarray:
+        """This head's input crop of one face (see :func:`crop`)."""
+        self.load()
+        return crop(rgb, box, self.size, self.margin)
+
+    def predict_crops(self, crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities [n, len(classes)] for crops made by :meth:`crop`."""
+        self.load()
+        x = to_input(crops, self.mean, self.std)
+        if len(x) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        with self._run_lock:  # one infer request (or cv2 net) shared by the threads of a process
+            logits = self._run(x)
+        return softmax(logits.reshape(len(x), len(self.classes)))
+
+    def predict(
+        self, rgb: np.ndarray, boxes_xyxy: Sequence[Sequence[float]] | np.ndarray
+    ) -> tuple[list[str], np.ndarray]:
+        """Faces of one RGB uint8 image -> (label of each, probabilities [n, 3] in ``classes`` order).
+
+        ``boxes_xyxy``: labeller-style face boxes in this image's pixels. Boxes with no area get
+        label "" and all-zero probabilities.
+        """
+        self.load()
+        boxes = [tuple(float(v) for v in b[:4]) for b in boxes_xyxy]
+        ok = [i for i, b in enumerate(boxes) if b[2] > b[0] and b[3] > b[1] and all(map(math.isfinite, b))]
+        probs = np.zeros((len(boxes), len(self.classes)), np.float32)
+        if ok:
+            probs[ok] = self.predict_crops(np.stack([crop(rgb, boxes[i], self.size, self.margin) for i in ok]))
+        valid = set(ok)
+        labels = [mask_state(probs[i], self.classes)[0] if i in valid else "" for i in range(len(boxes))]
+        return labels, probs

@@ -1,0 +1,40 @@
+"""From a kind stored in a model file to the class that runs it; an unknown kind is an error.
+
+Stored kinds outlive the code that wrote them: a model folder trained today must still load after an
+upgrade, and one made by a *newer* photosort must be refused clearly rather than silently run with
+the wrong network (immich's model factory, ``raise ValueError`` on an unknown name).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sorter.errors import UnknownKind
+from sorter.models.mtcnn import MtcnnDetector
+from sorter.models.yunet import YuNetDetector
+
+FaceDetector = MtcnnDetector | YuNetDetector
+
+FACE_DETECTORS = ("yunet+onet", "mtcnn")
+
+
+def face_detector(settings: dict[str, Any] | None = None, onet_ir: Path | None = None) -> FaceDetector:
+    """The face detector a recogniser was trained with (its stored settings), or the default one."""
+    if settings is None:
+        return YuNetDetector(onet_ir=onet_ir)
+    settings = dict(settings)
+    # Recognisers from before YuNet stored MTCNN's settings without a kind: a known old format.
+    kind = settings.pop("kind", "mtcnn")
+    if kind == "yunet+onet":
+        # recognisers from before the averaged refinement took one crop, once
+        settings.setdefault("refine_passes", 1)
+        settings.setdefault("refine_jitter", 0.0)
+        return YuNetDetector(**settings, onet_ir=onet_ir)
+    if kind == "mtcnn":
+        return MtcnnDetector(
+            thresholds=tuple(settings.get("thresholds", (0.3, 0.4, 0.2))),
+            min_face_size=int(settings.get("min_face_size", 12)),
+            max_side=int(settings.get("max_side", 640)),
+        )
+    raise UnknownKind("face detector", kind, list(FACE_DETECTORS))

@@ -1,0 +1,32 @@
+"""Stage 5: turn per-face scores into folders for one photo.
+
+A person goes into their folder when their score reaches their accept threshold, into uncertain/
+when it falls in the review band just below, and nowhere when it is lower. A person appears at most
+once in a photo, so faces are assigned to people jointly (:func:`assign`) before deciding.
+"""
+
+from __future__ import annotations
+
+from sorter.heads.identity import assign
+from sorter.records import Decision, Face, Photo
+
+
+def decide(photo: Photo, faces: list[Face], accept: dict[str, float], low: dict[str, float]) -> Decision:
+    people = assign(faces)
+    accepted = sorted(p for p, s in people.items() if s >= accept.get(p, 1.0))
+    unsure = sorted(p for p, s in people.items() if p not in accepted and s >= low.get(p, 1.0))
+    reason = ""
+    if unsure:
+        parts = []
+        for p in unsure:
+            # runner-up: the next most likely name for the same face (what a reviewer would doubt)
+            face = max(faces, key=lambda f: f.scores.get(p, -1.0))
+            runner = max(((q, s) for q, s in face.scores.items() if q != p), key=lambda x: x[1], default=None)
+            extra = f", runner-up {runner[0]} {runner[1]:.3f}" if runner else ""
+            parts.append(f"{p} {people[p]:.3f} < {accept.get(p, 1.0):.3f}{extra}")
+        reason = "; ".join(parts)
+    elif not accepted:
+        reason = "no face found" if not faces else "no known person"
+    return Decision(
+        photo=photo, faces=faces, people=people, accepted=accepted, uncertain=unsure, reason=reason
+    )

@@ -1,0 +1,155 @@
+"""Who each face is: find faces, turn each into a vector, score it with the identity head.
+
+1. The face detector (YuNet proposals checked by ONet, :class:`~sorter.models.yunet.YuNetDetector`)
+   finds faces and five landmarks each in a 640-px copy of the photo; YOLO's faces are merged in
+   (:mod:`sorter.pipeline.faces`). Faces are embedded from the canonical decode (2016 px for a 12-MP
+   photo).
+2. Each face becomes a vector (:class:`~sorter.pipeline.features.Featuriser`).
+3. The identity head (:mod:`sorter.heads.identity`) turns the vector into a probability per person;
+   per-person thresholds come from its calibration (:mod:`sorter.heads.calibrate`).
+
+Without a trained recogniser, the YOLO detector's class scores stand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from sorter.heads.identity import KernelLR, load_model, person_scores
+from sorter.io.bundle import Bundle
+from sorter.io.decode import WORK_SIDE
+from sorter.io.index import pack, unpack
+from sorter.models.registry import FaceDetector, face_detector
+from sorter.pipeline.faces import Detected, Found, find, merge
+from sorter.pipeline.features import DLIB, MASKED_AT, Featuriser
+from sorter.records import Decoded, Face
+
+
+class Recogniser(Protocol):
+    def recognise(self, image: Decoded, faces: list[Face]) -> list[Face]: ...
+
+    def rescore(self, faces: list[Face]) -> list[Face] | None: ...
+
+    @property
+    def embed_key(self) -> str: ...
+
+
+def load_recogniser(bundle: Bundle, threads: int | None = None) -> FaceRecogniser | None:
+    """The bundle's recogniser (loaded lazily on first use), or None when the bundle has none."""
+    if not bundle.recogniser:
+        return None
+    ir = bundle.path / bundle.face_detector if bundle.face_detector else None
+    return FaceRecogniser(bundle.path / bundle.recogniser, onet_ir=ir, threads=threads)
+
+
+@dataclass
+class FaceRecogniser:
+    """Scores every face in a photo for every person; adds faces the YOLO detector missed.
+
+    Loads the model file on first use. ``recognise`` returns faces in full-size displayed coordinates,
+    each with ``scores`` = person -> probability (comparable to the stored per-person thresholds) and
+    ``masked`` set.
+    """
+
+    path: Path
+    detector: FaceDetector | None = None  # default: the one the model was trained with
+    onet_ir: Path | None = None  # the detector's ONet as OpenVINO IR (runs without torch), if any
+    threads: int | None = None
+    _featuriser: Featuriser | None = None
+    _model: KernelLR | None = None
+    _meta: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> FaceRecogniser:
+        if self._model is None:
+            self._model, self._meta = load_model(self.path)
+            self._featuriser = Featuriser(self._meta.get("features", DLIB), threads=self.threads)
+            if self.detector is None:
+                self.detector = face_detector(self._meta.get("detector"), self.onet_ir)
+                self.detector.threads = self.threads
+        return self
+
+    @property
+    def people(self) -> list[str]:
+        return list(self.load()._meta["people"])
+
+    @property
+    def thresholds(self) -> tuple[dict[str, float], dict[str, float]]:
+        self.load()
+        return dict(self._meta["accept"]), dict(self._meta["low"])
+
+    def find(self, image: Decoded) -> Detected:
+        """The face detector's faces of ``image`` (before any YOLO box is merged in)."""
+        self.load()
+        assert self.detector is not None
+        return find(self.detector, image)
+
+    def describe(
+        self, found: Detected, faces: list[Found], known: dict[int, tuple[np.ndarray, float]] | None = None
+    ) -> list[Face]:
+        """The merged faces of a photo, embedded and scored per person.
+
+        ``known``: vectors (and mask scores) already computed for faces the face detector found, by
+        their index in ``found``; they are reused instead of embedded again, and the new ones added.
+        """
+        self.load()
+        assert self._featuriser is not None and self._model is not None
+        if not faces:
+            return []
+        known = {} if known is None else known
+        todo = [k for k, f in enumerate(faces) if f.detected is None or f.detected not in known]
+        if todo:
+            s = found.scale
+            x, m = self._featuriser.features(
+                found.rgb,
+                [tuple(v / s for v in faces[k].dbox) for k in todo],
+                [faces[k].landmarks / s for k in todo],
+            )
+            computed = dict(zip(todo, zip(x, m, strict=True), strict=True))
+        else:
+            computed = {}
+        rows = [computed[k] if k in computed else known[f.detected] for k, f in enumerate(faces)]  # type: ignore[index]
+        for k, f in enumerate(faces):
+            if f.detected is not None and k in computed:
+                known[f.detected] = computed[k]
+        x = np.stack([r[0] for r in rows])
+        scores = person_scores(self._model, self._meta["people"], x)
+        out = []
+        for k, f in enumerate(faces):
+            face = f.face
+            face.det_scores, face.scores = face.scores, scores[k]
+            face.masked = bool(rows[k][1] >= MASKED_AT)
+            face.embedding = pack(x[k])
+            out.append(face)
+        return out
+
+    def recognise(self, image: Decoded, faces: list[Face]) -> list[Face]:
+        """Faces of ``image`` scored per person. ``faces``: the YOLO detector's, merged in by IoU."""
+        found = self.find(image)
+        return self.describe(found, merge(found, faces))
+
+    @property
+    def embed_key(self) -> str:
+        """Identifies how face vectors were made (face detector settings + embedding), not the model
+        on top: a recogniser retrained on more labels keeps this key and re-scores stored vectors."""
+        self.load()
+        what = [self._meta["detector"], self._meta["features"], WORK_SIDE]
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+    def rescore(self, faces: list[Face]) -> list[Face] | None:
+        """The same faces scored by this recogniser from their stored vectors; None if one has none."""
+        self.load()
+        assert self._model is not None
+        if any(not f.embedding for f in faces):
+            return None
+        if not faces:
+            return []
+        scores = person_scores(
+            self._model, self._meta["people"], np.stack([unpack(f.embedding) for f in faces])
+        )
+        return [replace(f, scores=scores[k]) for k, f in enumerate(faces)]

@@ -1,0 +1,80 @@
+"""The typed settings of a run: one object built by the CLI (or the API) and passed down.
+
+Each field says what it trades; values are checked here once, so a bad value is refused with a
+message before any work starts instead of quietly sorting nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sorter.errors import PhotosortError
+
+
+class SettingsError(PhotosortError):
+    """A setting out of its range (one-line message naming it)."""
+
+
+def _unit(name: str, value: float | None, low: float = 0.0, high: float = 1.0) -> None:
+    if value is not None and not (low <= value <= high):
+        raise SettingsError(f"{name} must be between {low:g} and {high:g} (got {value:g})")
+
+
+@dataclass(frozen=True)
+class ClassifySettings:
+    """How ``classify`` runs. None means "as the model says"."""
+
+    # Accept a person at or above this score (0..1); None: the model's calibrated per-person values.
+    threshold: float | None = None
+    # Scores this far below the threshold go to uncertain/ (0..1); None: the model's.
+    band: float | None = None
+    # Re-pick per-person thresholds for this photo-level precision from the scores stored at training.
+    precision: float | None = None
+    dry_run: bool = False  # write only manifest.csv; copy nothing
+    device: str | None = None  # None: a GPU when there is one, else the CPU
+    batch: int | None = None  # photos per detector batch (None: 1 on a CPU, 8 on a GPU)
+    workers: int | None = None  # analyse processes (None: one per core, at most 4; 0: in this process)
+    progress: bool = True
+    # Run the YOLO detector beside the recogniser's face detector (None: as training measured).
+    use_detector: bool | None = None
+
+    def __post_init__(self) -> None:
+        _unit("--threshold", self.threshold)
+        _unit("--band", self.band)
+        _unit("--precision", self.precision, 0.5, 1.0)
+        if self.batch is not None and self.batch < 1:
+            raise SettingsError(f"--batch must be at least 1 (got {self.batch})")
+        if self.workers is not None and self.workers < 0:
+            raise SettingsError(f"--workers must be 0 or more (got {self.workers})")
+
+
+@dataclass
+class TrainSettings:
+    """Everything that shapes a training run; stored verbatim in the bundle."""
+
+    epochs: int = 50
+    imgsz: int = 640
+    model: str = "yolo11n.yaml"  # a YAML builds from scratch (offline); a .pt starts from those weights
+    device: str | None = None
+    seed: int = 0
+    batch: int = 8
+    val_fraction: float = 0.2
+    patience: int = 50
+    threshold: float = 0.5
+    band: float = 0.25
+    wandb: str = "offline"
+    wandb_images: bool = False
+    recogniser: bool = True  # pretrained face embeddings + per-person model; the detector alone is weak
+    precision: float = 0.98  # target photo-level precision the per-person thresholds are calibrated for
+    embedder: str = "sface"  # face vectors for the recogniser: "sface" (default) or "dlib"
+    export: bool = True  # OpenVINO export for CPU inference, used only if it re-validates
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _unit("--threshold", self.threshold)
+        _unit("--band", self.band)
+        _unit("--precision", self.precision, 0.5, 1.0)
+        _unit("--val-fraction", self.val_fraction, 0.0, 0.9)
+        if self.epochs < 1:
+            raise SettingsError(f"--epochs must be at least 1 (got {self.epochs})")

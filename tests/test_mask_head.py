@@ -1,0 +1,126 @@
+"""The mask-state head shipped in sorter/assets: its checksum, its crop, its accuracy on real photos.
+
+Real components only: the shipped ONNX file on the OpenVINO runtime, real photos from the bundled
+face-mask sample (its test/ photos are from the set's test side, N % 8 == 0, never trained on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import defusedxml.ElementTree as ET
+import numpy as np
+import pytest
+from PIL import Image
+
+from sorter.heads.mask import (
+    MASK_CLASSES,
+    META_PATH,
+    MODEL_PATH,
+    MaskHead,
+    MaskHeadFileError,
+    crop,
+    mask_state,
+)
+
+SAMPLE_TEST = Path(__file__).resolve().parents[1] / "datasets" / "face-mask-sample" / "test"
+# Measured with the shipped head: 0.965 (56 of 58 faces >= 32 px). The floor leaves room for a
+# retrained head or another CPU's rounding, and stays far above chance (0.33; majority class 0.64).
+MIN_SAMPLE_ACCURACY = 0.85
+
+
+@pytest.fixture(scope="module")
+def head() -> MaskHead:
+    return MaskHead(threads=1).load()
+
+
+def test_shipped_head_loads_with_verified_checksum(head):
+    meta = json.loads(META_PATH.read_text(encoding="utf-8"))
+    assert meta["sha256"] == hashlib.sha256(MODEL_PATH.read_bytes()).hexdigest()
+    assert head.classes == MASK_CLASSES == tuple(meta["classes"])
+    assert MODEL_PATH.stat().st_size < 1_000_000
+    probs = head.predict_crops(np.zeros((3, head.size, head.size, 3), np.uint8))
+    assert probs.shape == (3, 3)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+
+
+def test_tampered_or_missing_model_is_refused(tmp_path):
+    onnx, meta = tmp_path / "mask_head.onnx", tmp_path / "mask_head.json"
+    shutil.copyfile(MODEL_PATH, onnx)
+    shutil.copyfile(META_PATH, meta)
+    MaskHead(onnx, meta, threads=1).load()  # an intact copy loads
+
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of one weight: still a valid ONNX file
+    onnx.write_bytes(bytes(data))
+    with pytest.raises(MaskHeadFileError, match="checksum"):
+        MaskHead(onnx, meta, threads=1).load()
+
+    onnx.unlink()
+    with pytest.raises(MaskHeadFileError, match="missing"):
+        MaskHead(onnx, meta, threads=1).load()
+    with pytest.raises(MaskHeadFileError, match="missing"):
+        MaskHead(MODEL_PATH, tmp_path / "nothing.json", threads=1).load()
+
+
+def test_crop_pads_boxes_that_leave_the_image():
+    rgb = np.full((40, 60, 3), 200, np.uint8)
+    # a small face on the top-left corner (upsampled path): its top-left quarter is outside -> black
+    out = crop(rgb, (-10, -10, 10, 10), size=64, margin=1.2)
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    assert (out[:28, :28] == 0).all() and (out[36:, 36:] == 200).all()
+    # a large face running off the bottom-right (area-downsampled path)
+    big = np.full((300, 400, 3), 100, np.uint8)
+    out = crop(big, (250, 150, 450, 350), size=64, margin=1.2)
+    assert out.shape == (64, 64, 3)
+    assert (out[:40, :40] == 100).all() and (out[:, -8:] == 0).all() and (out[-8:] == 0).all()
+    # entirely outside: all black; no area: refused
+    assert not crop(rgb, (1000, 1000, 1010, 1010)).any()
+    with pytest.raises(ValueError):
+        crop(rgb, (10, 10, 10, 20))
+
+
+def test_crop_is_centred_on_the_box():
+    yy, xx = np.mgrid[0:200, 0:300]
+    rgb = np.stack([xx % 256, yy % 256, np.zeros_like(xx)], -1).astype(np.uint8)
+    for box in ((100, 50, 110, 62), (20, 30, 180, 190)):  # upsampled and downsampled
+        out = crop(rgb, box, size=64, margin=1.2)
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        centre = out[31:33, 31:33].astype(float).mean((0, 1))
+        assert abs(centre[0] - cx) < 2 and abs(centre[1] - cy) < 2
+
+
+def test_mask_state_and_empty_boxes(head):
+    assert mask_state([0.1, 0.7, 0.2]) == ("without_mask", pytest.approx(0.7))
+    rgb = np.zeros((50, 50, 3), np.uint8)
+    labels, probs = head.predict(rgb, [(10, 10, 10, 30), (5, 5, 40, 45)])
+    assert labels[0] == "" and not probs[0].any()
+    assert labels[1] in MASK_CLASSES and probs[1].sum() == pytest.approx(1.0, rel=1e-5)
+    labels, probs = head.predict(rgb, [])
+    assert labels == [] and probs.shape == (0, 3)
+
+
+def test_classifies_real_faces_of_the_sample(head):
+    truth, pred = [], []
+    for xml in sorted(SAMPLE_TEST.glob("*.xml")):
+        root = ET.parse(xml).getroot()
+        boxes, labels = [], []
+        for obj in root.iter("object"):
+            b = obj.find("bndbox")
+            box = tuple(float(b.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
+            if min(box[2] - box[0], box[3] - box[1]) >= 32:
+                boxes.append(box)
+                labels.append(obj.findtext("name").strip())
+        if boxes:
+            with Image.open(xml.with_suffix(".jpg")) as im:
+                rgb = np.asarray(im.convert("RGB"))
+            got, probs = head.predict(rgb, boxes)
+            assert probs.shape == (len(boxes), 3)
+            truth += labels
+            pred += got
+    assert len(truth) >= 40 and {"with_mask", "without_mask"} <= set(truth)
+    accuracy = float(np.mean([t == p for t, p in zip(truth, pred, strict=True)]))
+    assert accuracy >= MIN_SAMPLE_ACCURACY, f"accuracy {accuracy:.3f} on {len(truth)} faces >= 32 px"
