@@ -159,10 +159,10 @@ class YoloDetector:
     _ov: OpenVinoYolo | None = None
 
     def load(self) -> YoloDetector:
+        self.device = pick_device(self.device)
+        if self.batch is None:
+            self.batch = 1 if self.device == "cpu" else 8
         if self._model is None and self._ov is None:
-            self.device = pick_device(self.device)
-            if self.batch is None:
-                self.batch = 1 if self.device == "cpu" else 8
             if self.backend not in BACKENDS:
                 raise UnknownKind("detector backend", self.backend, list(BACKENDS))
             if self.backend == OPENVINO:

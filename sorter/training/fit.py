@@ -18,6 +18,7 @@ import numpy as np
 from sorter.boxes import from_detector_box, iou, template_landmarks, to_detector_box
 from sorter.heads.calibrate import photo_rates, photo_scores, pick_thresholds
 from sorter.heads.identity import FORMAT, STRANGER, KernelLR, fit_kernel_lr, write_model
+from sorter.io.decode import decode_work, read_photo
 from sorter.models.registry import FaceDetector, face_detector
 from sorter.pipeline.features import MASKED_AT, SFACE, Featuriser
 from sorter.pipeline.pool import MIN_PHOTOS_PER_WORKER, WorkersFailed, cores, default_workers, parallel_map

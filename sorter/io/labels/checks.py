@@ -28,28 +28,33 @@ RARE_RATIO = 5
 
 
 def final_classes(
+    root: Path,
     images: list[LabelledImage],
     skipped_boxes: list[LabelBox],
     first: ClassFile | None,
     classes: list[str] | None,
 ) -> tuple[list[str], list[Problem]]:
     """The class list (the first classes.txt's order, then other names sorted; classes without a box left
-    out) and the warning naming those left out. ``classes`` when given is returned unchanged."""
+    out) and the one warning naming those left out. ``classes`` when given is returned unchanged.
+
+    ``skipped_boxes`` are the good boxes of photos left out for a problem: a name seen only there is
+    left out too, and the warning says why it has no box.
+    """
     if classes is not None:
         return list(classes), []
     counts = Counter(b.name for im in images for b in im.boxes)
+    in_skipped = {b.name for b in skipped_boxes}
     base = first.known if first is not None else []
-    listed = base + sorted(set(counts) - set(base))
+    listed = base + sorted((set(counts) | in_skipped) - set(base))
     empty = [name for name in listed if not counts[name]]
     warnings: list[Problem] = []
-    if empty and first is not None:  # only classes.txt names can be without boxes
+    if empty:
         n = len(empty)
         message = f"{n} {'class has' if n == 1 else 'classes have'} no boxes, left out: {', '.join(empty)}"
-        in_skipped = {b.name for b in skipped_boxes}
         only_skipped = [name for name in empty if name in in_skipped]
         if only_skipped:
             message += f" ({', '.join(only_skipped)}: boxes only in photos skipped for problems)"
-        warnings.append(Problem(first.path, message))
+        warnings.append(Problem(first.path if first is not None else root, message))
     return [name for name in listed if counts[name]], warnings
 
 

@@ -46,18 +46,21 @@ def read_labelled(root: Path, classes: list[str] | None = None) -> LabelledSet:
             skipped_boxes += boxes
     problems += [b.report() for b in matches.broken]
 
-    final, class_warnings = final_classes(images, skipped_boxes, ctx.first, classes)
+    final, class_warnings = final_classes(root, images, skipped_boxes, ctx.first, classes)
     warnings += class_warnings
     if classes is None:  # with a given list an unknown name is a problem already
         warnings += rare_class_warnings(images, final)
-    order = lambda p: (str(p.path), p.line or 0, p.message)  # noqa: E731
     return LabelledSet(
         root=root,
         classes=final,
         images=images,
-        problems=sorted(problems, key=order),
-        warnings=sorted(warnings, key=order),
+        problems=sorted(problems, key=_order),
+        warnings=sorted(warnings, key=_order),
     )
+
+
+def _order(p: Problem) -> tuple[str, int, str]:
+    return (str(p.path), p.line or 0, p.message)
 
 
 @dataclass(frozen=True)
