@@ -21,8 +21,10 @@ FACE_AT = 0.5
 
 def counted_faces(d: Decision) -> int:
     """The faces of a photo as a person would count them (see :data:`FACE_AT`)."""
-    named = set(d.accepted) | set(d.uncertain)
-    return sum(1 for f in d.faces if f.det_score >= FACE_AT or (f.best[0] in named and f.best[1] > 0))
+    kept = {k for k, f in enumerate(d.faces) if f.det_score >= FACE_AT}
+    for person in set(d.accepted) | set(d.uncertain):  # the face each named person was found in
+        kept.add(max(range(len(d.faces)), key=lambda k: d.faces[k].scores.get(person, 0.0)))
+    return len(kept)
 
 
 def row(d: Decision, sha: str, copies: list[str]) -> list[str]:

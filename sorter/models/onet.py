@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,8 +50,12 @@ def export_onet(folder: Path) -> Path:
     import openvino as ov
 
     folder.mkdir(parents=True, exist_ok=True)
-    model = ov.convert_model(
-        ONet().eval(), example_input=torch.zeros(1, 3, 48, 48), input=[ov.PartialShape([-1, 3, 48, 48])]
-    )
+    with warnings.catch_warnings():
+        # OpenVINO's converter traces with torch.jit.trace, which torch 2.14 calls deprecated: a warning
+        # about OpenVINO's internals that a user of `train` can do nothing about
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        model = ov.convert_model(
+            ONet().eval(), example_input=torch.zeros(1, 3, 48, 48), input=[ov.PartialShape([-1, 3, 48, 48])]
+        )
     ov.save_model(model, str(folder / ONET_IR), compress_to_fp16=False)
     return folder / ONET_IR
