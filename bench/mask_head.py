@@ -55,7 +55,9 @@ def load_set(data: Path) -> list[dict]:
     import defusedxml.ElementTree as ET
 
     photos = []
-    for xml in sorted((data / "annotations").glob("*.xml"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1])):
+    for xml in sorted(
+        (data / "annotations").glob("*.xml"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1])
+    ):
         n = int(re.findall(r"\d+", xml.stem)[-1])
         img = data / "images" / f"{xml.stem}.png"
         root = ET.parse(xml).getroot()
@@ -138,11 +140,17 @@ def augment(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = c[:, ::-1]
     angle = rng.uniform(-10, 10)
     m = cv2.getRotationMatrix2D((size / 2 - 0.5, size / 2 - 0.5), angle, 1.0)
-    c = cv2.warpAffine(np.ascontiguousarray(c), m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    c = cv2.warpAffine(
+        np.ascontiguousarray(c), m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
     r = rng.random()
     if r < 0.3:  # a tiny face: down to 6-32 px and back, as crop() upsamples one
         side = int(rng.integers(6, 33))
-        c = cv2.resize(cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA), (size, size), interpolation=cv2.INTER_LINEAR)
+        c = cv2.resize(
+            cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA),
+            (size, size),
+            interpolation=cv2.INTER_LINEAR,
+        )
     elif r < 0.45:
         c = cv2.GaussianBlur(c, (0, 0), rng.uniform(0.4, 1.3))
     x = c.astype(np.float32)
@@ -222,8 +230,17 @@ def predict_torch(model, images, faces, size, margin, batch=256) -> np.ndarray:
 
 
 def train(
-    images, faces, kind: str, epochs: int, size: int, margin: float, seed: int, batch: int, lr: float,
-    val=None, log=print,
+    images,
+    faces,
+    kind: str,
+    epochs: int,
+    size: int,
+    margin: float,
+    seed: int,
+    batch: int,
+    lr: float,
+    val=None,
+    log=print,
 ):
     """Train one model; ``val`` = (images, faces) scored after every epoch (curve)."""
     import torch
@@ -267,7 +284,10 @@ def train(
             entry["val_macro_f1"] = m["macro_f1"]
             entry["val_incorrect_recall"] = m["per_class"]["mask_weared_incorrect"]["recall"]
         curve.append(entry)
-        log(f"  [{kind}] epoch {ep + 1}/{epochs} " + " ".join(f"{k}={v}" for k, v in entry.items() if k != "epoch"))
+        log(
+            f"  [{kind}] epoch {ep + 1}/{epochs} "
+            + " ".join(f"{k}={v}" for k, v in entry.items() if k != "epoch")
+        )
     model.eval()
     return model.to(memory_format=torch.contiguous_format), curve, time.time() - t0
 
@@ -284,8 +304,12 @@ def metrics(y: np.ndarray, pred: np.ndarray) -> dict:
         p = tp / cm[:, c].sum() if cm[:, c].sum() else 0.0
         r = tp / cm[c].sum() if cm[c].sum() else 0.0
         f = 2 * p * r / (p + r) if p + r else 0.0
-        per[name] = {"precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4),
-                     "support": int(cm[c].sum())}
+        per[name] = {
+            "precision": round(float(p), 4),
+            "recall": round(float(r), 4),
+            "f1": round(float(f), 4),
+            "support": int(cm[c].sum()),
+        }
     present = [n for n in MASK_CLASSES if per[n]["support"]]
     return {
         "faces": int(len(y)),
@@ -294,6 +318,12 @@ def metrics(y: np.ndarray, pred: np.ndarray) -> dict:
         "per_class": per,
         "confusion": {"rows_true_cols_pred": list(MASK_CLASSES), "matrix": cm.tolist()},
     }
+
+
+def count(faces: list) -> dict[str, int]:
+    """Faces per class."""
+    n = np.bincount([f[2] for f in faces], minlength=len(MASK_CLASSES)).tolist()
+    return dict(zip(MASK_CLASSES, n, strict=True))
 
 
 def by_size(y, pred, short_sides) -> dict:
@@ -344,28 +374,47 @@ def sample_figures(head: MaskHead, sample_dir: Path, min_side: float = 32) -> di
             ys += labs
             ps += [MASK_CLASSES.index(lab) for lab in labels]
     y, p = np.array(ys), np.array(ps)
-    return {"min_short_side_px": min_side, "faces": int(len(y)), "accuracy": round(float((y == p).mean()), 4),
-            "per_class_support": np.bincount(y, minlength=3).tolist()}
+    return {
+        "min_short_side_px": min_side,
+        "faces": int(len(y)),
+        "accuracy": round(float((y == p).mean()), 4),
+        "per_class_support": np.bincount(y, minlength=3).tolist(),
+    }
 
 
 # -------------------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "face-mask")
-    ap.add_argument("--out", type=Path, default=ROOT / "sorter" / "assets", help="where mask_head.onnx/.json go")
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "sorter" / "assets", help="where mask_head.onnx/.json go"
+    )
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "mask_head.json")
     ap.add_argument("--epochs", type=int, default=30, help="epochs of the final training")
-    ap.add_argument("--compare-epochs", type=int, default=None, help="epochs of each comparison run (default --epochs)")
+    ap.add_argument(
+        "--compare-epochs", type=int, default=None, help="epochs of each comparison run (default --epochs)"
+    )
     ap.add_argument("--size", type=int, default=64, help="input side in px")
+    ap.add_argument(
+        "--also-size", type=int, default=48, help="also try this input side on validation (0: skip)"
+    )
     ap.add_argument("--margin", type=float, default=1.2, help="crop side = margin x max(box w, h)")
-    ap.add_argument("--loss", choices=("auto", *LOSSES), default="auto",
-                    help="auto: compare the three on the validation split and keep the best")
+    ap.add_argument(
+        "--loss",
+        choices=("auto", *LOSSES),
+        default="auto",
+        help="auto: compare the three on the validation split and keep the best",
+    )
     ap.add_argument("--val-frac", type=float, default=0.2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1: with another job on the 2 cores, 2 threads ran 6x slower, measured)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: with another job on the 2 cores, 2 threads ran 6x slower, measured)",
+    )
     ap.add_argument("--no-export", action="store_true", help="compare only; do not write --out")
     args = ap.parse_args()
 
@@ -386,13 +435,15 @@ def main() -> None:
     val_ns, dups = split_val(train_side, args.val_frac, args.seed)
     tr = [p for p in train_side if p["n"] not in val_ns]
     va = [p for p in train_side if p["n"] in val_ns]
-    print(f"photos: {len(photos)} (train side {len(train_side)}: {len(tr)} train + {len(va)} val; test side {len(test_side)})")
+    print(
+        f"photos: {len(photos)} (train side {len(train_side)}: {len(tr)} train + {len(va)} val; "
+        f"test side {len(test_side)})"
+    )
     print(f"duplicate groups on the train side: {dups}; test/train duplicates: {cross}")
 
     img_tr = [read_rgb(p["path"]) for p in tr]
     img_va = [read_rgb(p["path"]) for p in va]
     f_tr, f_va = faces_of(tr), faces_of(va)
-    count = lambda fs: dict(zip(MASK_CLASSES, np.bincount([f[2] for f in fs], minlength=3).tolist(), strict=True))  # noqa: E731
     print(f"faces: train {count(f_tr)}, val {count(f_va)}")
 
     results: dict = {
@@ -400,8 +451,15 @@ def main() -> None:
         "command": command,
         "seed": args.seed,
         "threads": args.threads,
-        "config": {"size": args.size, "margin": args.margin, "epochs": args.epochs, "batch": args.batch,
-                   "lr": args.lr, "optimizer": "AdamW wd 5e-4, one-cycle", "model": "4 conv blocks 16-32-64-96"},
+        "config": {
+            "size": args.size,
+            "margin": args.margin,
+            "epochs": args.epochs,
+            "batch": args.batch,
+            "lr": args.lr,
+            "optimizer": "AdamW wd 5e-4, one-cycle",
+            "model": "4 conv blocks 16-32-64-96",
+        },
         "protocol": {
             "test_side": "N % 8 == 0 (used once, for the final figures)",
             "train_side": "N % 8 != 0",
@@ -417,20 +475,47 @@ def main() -> None:
     comp_epochs = args.compare_epochs or args.epochs
     kinds = LOSSES if args.loss == "auto" else (args.loss,)
     comparison = {}
+    y_va = np.array([f[2] for f in f_va])
+
+    def val_run(kind: str, size: int) -> dict:
+        model, curve, secs = train(
+            img_tr, f_tr, kind, comp_epochs, size, args.margin, args.seed, args.batch, args.lr,
+            val=(img_va, f_va),
+        )  # fmt: skip
+        m = metrics(y_va, predict_torch(model, img_va, f_va, size, args.margin).argmax(1))
+        print(
+            f"{kind} at {size} px: val macro-F1 {m['macro_f1']}, incorrect recall "
+            f"{m['per_class']['mask_weared_incorrect']['recall']}, accuracy {m['accuracy']} ({secs:.0f} s)"
+        )
+        return {
+            "epochs": comp_epochs,
+            "size": size,
+            "train_seconds": round(secs, 1),
+            "val": m,
+            "curve": curve,
+        }
+
+    def rule(run: dict) -> tuple[float, float]:
+        return run["val"]["macro_f1"], run["val"]["per_class"]["mask_weared_incorrect"]["recall"]
+
     for kind in kinds:  # with one --loss given, its validation figures alone
-        model, curve, secs = train(img_tr, f_tr, kind, comp_epochs, args.size, args.margin, args.seed,
-                                   args.batch, args.lr, val=(img_va, f_va))
-        y = np.array([f[2] for f in f_va])
-        m = metrics(y, predict_torch(model, img_va, f_va, args.size, args.margin).argmax(1))
-        comparison[kind] = {"epochs": comp_epochs, "train_seconds": round(secs, 1), "val": m, "curve": curve}
-        print(f"{kind}: val macro-F1 {m['macro_f1']}, incorrect recall "
-              f"{m['per_class']['mask_weared_incorrect']['recall']}, accuracy {m['accuracy']} ({secs:.0f} s)")
-    best = max(kinds, key=lambda k: (comparison[k]["val"]["macro_f1"],
-                                     comparison[k]["val"]["per_class"]["mask_weared_incorrect"]["recall"]))
+        comparison[kind] = val_run(kind, args.size)
+    best = max(kinds, key=lambda k: rule(comparison[k]))
     results["validation_comparison"] = comparison
     results["chosen_loss"] = best
     results["choice_rule"] = "highest validation macro-F1, then mask_weared_incorrect recall"
     print(f"chosen: {best}")
+    # (1b) the input size: the chosen loss at --also-size too, kept by the same rule (ties: --size)
+    size = args.size
+    if args.also_size and args.also_size != args.size:
+        runs = {args.size: comparison[best], args.also_size: val_run(best, args.also_size)}
+        size = max(runs, key=lambda z: (*rule(runs[z]), z == args.size))
+        results["size_comparison"] = {
+            "loss": best,
+            **{f"{z}px": {k: v for k, v in r.items() if k != "curve"} for z, r in runs.items()},
+        }
+        print(f"input size kept: {size} px")
+    results["chosen_size"] = size
     if args.no_export:
         write(args.results, results)
         return
@@ -438,10 +523,16 @@ def main() -> None:
     # (2) retrain the chosen one on the whole train side
     img_all = img_tr + img_va
     f_all = faces_of(tr + va)
-    model, curve, secs = train(img_all, f_all, best, args.epochs, args.size, args.margin, args.seed,
-                               args.batch, args.lr)
-    results["final_training"] = {"loss": best, "epochs": args.epochs, "faces": count(f_all),
-                                 "train_seconds": round(secs, 1), "curve": curve}
+    model, curve, secs = train(
+        img_all, f_all, best, args.epochs, size, args.margin, args.seed, args.batch, args.lr
+    )
+    results["final_training"] = {
+        "loss": best,
+        "epochs": args.epochs,
+        "faces": count(f_all),
+        "train_seconds": round(secs, 1),
+        "curve": curve,
+    }
 
     # (3) export
     args.out.mkdir(parents=True, exist_ok=True)
@@ -452,29 +543,49 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model, (torch.zeros(1, 3, args.size, args.size),), str(tmp), opset_version=17, dynamo=False,
-            input_names=["input"], output_names=["logits"],
+            model,
+            (torch.zeros(1, 3, size, size),),
+            str(tmp),
+            opset_version=17,
+            dynamo=False,
+            input_names=["input"],
+            output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
     os.replace(tmp, onnx_path)
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     meta = {
         "name": "mask_head",
-        "description": "Mask state of one face: a small CNN (4 conv blocks, BN+ReLU, global average pool, 3 logits)",
+        "description": "Mask state of one face: a small CNN "
+        "(4 conv blocks, BN+ReLU, global average pool, 3 logits)",
         "classes": list(MASK_CLASSES),
-        "input": {"name": "input", "size": args.size, "layout": "NCHW", "channels": "RGB", "dtype": "float32",
-                  "output": "logits (softmax -> probabilities in classes order)"},
-        "crop": {"margin": args.margin, "shape": "square centred on the box centre, side = margin x max(w, h)",
-                 "padding": "black outside the image", "box": "xyxy pixels, labeller style (labelImg: forehead to chin)",
-                 "function": "sorter.heads.mask.crop"},
-        "normalisation": {"mean": list(DEFAULT_MEAN), "std": list(DEFAULT_STD),
-                          "formula": "(rgb_uint8 - mean) / std, per channel"},
+        "input": {
+            "name": "input",
+            "size": size,
+            "layout": "NCHW",
+            "channels": "RGB",
+            "dtype": "float32",
+            "output": "logits (softmax -> probabilities in classes order)",
+        },
+        "crop": {
+            "margin": args.margin,
+            "shape": "square centred on the box centre, side = margin x max(w, h)",
+            "padding": "black outside the image",
+            "box": "xyxy pixels, labeller style (labelImg: forehead to chin)",
+            "function": "sorter.heads.mask.crop",
+        },
+        "normalisation": {
+            "mean": list(DEFAULT_MEAN),
+            "std": list(DEFAULT_STD),
+            "formula": "(rgb_uint8 - mean) / std, per channel",
+        },
         "sha256": digest,
         "bytes": onnx_path.stat().st_size,
         "opset": 17,
         "provenance": {
             "data": "Kaggle Face Mask Detection (andrewmvd), CC0 1.0 Public Domain; "
-                    "https://www.kaggle.com/datasets/andrewmvd/face-mask-detection (copy: ../shared/data/face-mask, see its PROVENANCE.md)",
+            "https://www.kaggle.com/datasets/andrewmvd/face-mask-detection "
+            "(copy: ../shared/data/face-mask, see its PROVENANCE.md)",
             "train_side_only": "photos maksssksksssN.png with N % 8 != 0",
             "training_photos": len(tr) + len(va),
             "training_faces": count(f_all),
@@ -504,37 +615,55 @@ def main() -> None:
     jr = np.random.default_rng([args.seed, 99])
     jit = [(i, jitter_box(b, jr), lab) for i, b, lab in f_te]
     pj = np.array([head.predict(img_te[i], [b])[1][0].argmax() for i, b, _ in jit])
-    test["jittered_boxes"] = {"accuracy": round(float((pj == y).mean()), 4),
-                              "by_size": by_size(y, pj, short),
-                              "note": "each labelled box jittered once (shift +-10%, scale 0.85-1.2, aspect +-15%)"}
+    test["jittered_boxes"] = {
+        "accuracy": round(float((pj == y).mean()), 4),
+        "by_size": by_size(y, pj, short),
+        "note": "each labelled box jittered once (shift +-10%, scale 0.85-1.2, aspect +-15%)",
+    }
     # agreement of the ONNX/OpenVINO file with the torch model it came from
-    pt = predict_torch(model, img_te, f_te, args.size, args.margin)
+    pt = predict_torch(model, img_te, f_te, size, args.margin)
     test["torch_vs_openvino_max_abs_prob_diff"] = float(np.abs(pt - probs).max())
     results["test"] = test
     sample = sample_figures(head, ROOT / "datasets" / "face-mask-sample" / "test")
     results["face_mask_sample_test"] = sample
 
     # speed, one thread, model only (crops made beforehand) and the crop itself
-    crops = np.stack([crop(img_te[i], b, args.size, args.margin) for i, b, _ in f_te[:64]])
+    crops = np.stack([crop(img_te[i], b, size, args.margin) for i, b, _ in f_te[:64]])
     speed = {"threads": 1, "note": "median of 300 calls after 10 warm-up; model only unless named crop"}
     speed["openvino_f32"] = time_head(head, crops, 300)
-    speed["openvino_default_precision"] = time_head(MaskHead(onnx_path, meta_path, threads=1, precision=None).load(), crops, 300)
+    speed["openvino_default_precision"] = time_head(
+        MaskHead(onnx_path, meta_path, threads=1, precision=None).load(), crops, 300
+    )
     speed["cv2_dnn"] = time_head(MaskHead(onnx_path, meta_path, threads=1, backend="cv2").load(), crops, 300)
     t = time.perf_counter()
     for _ in range(5):
         for i, b, _ in f_te:
-            crop(img_te[i], b, args.size, args.margin)
+            crop(img_te[i], b, size, args.margin)
     speed["crop_ms_per_face"] = round(1000 * (time.perf_counter() - t) / (5 * len(f_te)), 4)
     results["speed"] = speed
     results["wall_seconds"] = round(time.time() - t_start, 1)
 
     best_val = comparison.get(best, {}).get("val")
     meta["figures"] = {
-        "validation": ({"split": f"{len(va)} train-side photos, {len(f_va)} faces", "macro_f1": best_val["macro_f1"],
-                        "accuracy": best_val["accuracy"], "per_class": best_val["per_class"],
-                        "trained_on": "the other train-side photos"} if best_val else None),
-        "test": {"photos": len(test_side), "faces": test["faces"], "accuracy": test["accuracy"],
-                 "macro_f1": test["macro_f1"], "per_class": test["per_class"], "by_size": test["by_size"]},
+        "validation": (
+            {
+                "split": f"{len(va)} train-side photos, {len(f_va)} faces",
+                "macro_f1": best_val["macro_f1"],
+                "accuracy": best_val["accuracy"],
+                "per_class": best_val["per_class"],
+                "trained_on": "the other train-side photos",
+            }
+            if best_val
+            else None
+        ),
+        "test": {
+            "photos": len(test_side),
+            "faces": test["faces"],
+            "accuracy": test["accuracy"],
+            "macro_f1": test["macro_f1"],
+            "per_class": test["per_class"],
+            "by_size": test["by_size"],
+        },
         "ms_per_face_openvino_1_thread": speed["openvino_f32"],
         "results": "bench/results/mask_head.json",
     }
@@ -560,8 +689,11 @@ def table(r: dict) -> None:
     print(f"{'loss':<12} {'macro-F1':>8} {'acc':>6} {'incorrect R':>11} {'without R':>9} {'s':>6}")
     for k, v in r["validation_comparison"].items():
         pc = v["val"]["per_class"]
-        print(f"{k:<12} {v['val']['macro_f1']:>8.3f} {v['val']['accuracy']:>6.3f} "
-              f"{pc['mask_weared_incorrect']['recall']:>11.3f} {pc['without_mask']['recall']:>9.3f} {v['train_seconds']:>6.0f}")
+        print(
+            f"{k:<12} {v['val']['macro_f1']:>8.3f} {v['val']['accuracy']:>6.3f} "
+            f"{pc['mask_weared_incorrect']['recall']:>11.3f} {pc['without_mask']['recall']:>9.3f} "
+            f"{v['train_seconds']:>6.0f}"
+        )
     t = r["test"]
     print(f"\ntest side ({t['faces']} faces), loss {r['chosen_loss']}")
     print(f"{'class':<22} {'P':>6} {'R':>6} {'F1':>6} {'n':>5}")
@@ -571,7 +703,10 @@ def table(r: dict) -> None:
         print(f"accuracy {k:<20} {v['accuracy']:.3f} ({v['faces']} faces)")
     print(f"confusion (rows true, cols pred {MASK_CLASSES}): {t['confusion']['matrix']}")
     s = r["speed"]
-    print(f"ms/face 1 thread: openvino f32 {s['openvino_f32']}, cv2 {s['cv2_dnn']}, crop {s['crop_ms_per_face']}")
+    print(
+        f"ms/face 1 thread: openvino f32 {s['openvino_f32']}, cv2 {s['cv2_dnn']}, "
+        f"crop {s['crop_ms_per_face']}"
+    )
 
 
 if __name__ == "__main__":

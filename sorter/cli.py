@@ -87,7 +87,20 @@ def cli() -> None:
     type=click.Path(path_type=Path),
     help="Folder that holds trained models.",
 )
-@click.option("--epochs", default=50, show_default=True, help="Training epochs of the detector.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Training epochs of the detector. [default: as many as fit in --detector-minutes on a CPU; "
+    "50 on a GPU]",
+)
+@click.option(
+    "--detector-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Time budget for training the detector on a CPU (when --epochs is not given).",
+)
 @click.option("--imgsz", default=640, show_default=True, help="Detector input size in pixels.")
 @click.option(
     "--model",
@@ -163,7 +176,8 @@ def train(
     data: Path,
     name: str,
     runs_dir: Path,
-    epochs: int,
+    epochs: int | None,
+    detector_minutes: float,
     imgsz: int,
     base: str,
     device: str | None,
@@ -194,6 +208,7 @@ def train(
         name=name,
         runs_dir=runs_dir,
         epochs=epochs,
+        detector_minutes=detector_minutes,
         imgsz=imgsz,
         model=base,
         device=device,

@@ -94,6 +94,10 @@ class Face:
     # The recogniser's face vector (base64 float32), stored in the index so that a retrained recogniser
     # re-scores the photo without decoding it again.
     embedding: str = ""
+    # The mask-state head's answer (sorter.heads.mask): with_mask / without_mask / mask_weared_incorrect
+    # and its probability; None where no head ran (faces stored by an older photosort).
+    mask: str | None = None
+    mask_score: float | None = None
 
     @property
     def best(self) -> tuple[str | None, float]:
@@ -114,6 +118,8 @@ class Decision:
     uncertain: list[str]  # persons whose score fell in the review band
     reason: str  # human-readable why-uncertain / no-person, empty when clear
     error: str | None = None  # set when the photo could not be read
+    # person -> index in ``faces`` of the face they were found in (the joint assignment)
+    assigned: dict[str, int] = field(default_factory=dict)
 
     @property
     def folders(self) -> list[str]:

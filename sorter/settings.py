@@ -49,11 +49,19 @@ class ClassifySettings:
             raise SettingsError(f"--workers must be 0 or more (got {self.workers})")
 
 
+GPU_EPOCHS = 50
+
+
 @dataclass
 class TrainSettings:
     """Everything that shapes a training run; stored verbatim in the bundle."""
 
-    epochs: int = 50
+    # None: on a CPU as many epochs as fit in ``detector_minutes``, on a GPU GPU_EPOCHS; given: exactly that.
+    epochs: int | None = None
+    # The detector's training-time budget on a CPU. A YOLO trained from scratch on a CPU learns little in
+    # any time a laptop can spare (80 min for 240 photos at 50 epochs, mAP50 near 0), and training then
+    # measures whether it sorts better at all; this bounds what it costs.
+    detector_minutes: float = 5.0
     imgsz: int = 640
     model: str = "yolo11n.yaml"  # a YAML builds from scratch (offline); a .pt starts from those weights
     device: str | None = None
@@ -76,5 +84,20 @@ class TrainSettings:
         _unit("--band", self.band)
         _unit("--precision", self.precision, 0.5, 1.0)
         _unit("--val-fraction", self.val_fraction, 0.0, 0.9)
-        if self.epochs < 1:
+        if self.epochs is not None and self.epochs < 1:
             raise SettingsError(f"--epochs must be at least 1 (got {self.epochs})")
+        if self.detector_minutes <= 0:
+            raise SettingsError(f"--detector-minutes must be more than 0 (got {self.detector_minutes:g})")
+
+    def detector_schedule(self, device: str) -> tuple[int, float | None, str]:
+        """(epochs, hours for ultralytics' ``time`` or None, a line saying which) on ``device``."""
+        if self.epochs is not None:
+            return self.epochs, None, f"detector: training {self.epochs} epochs (--epochs)"
+        if device == "cpu":
+            return (
+                GPU_EPOCHS,
+                self.detector_minutes / 60,
+                f"detector: training for {self.detector_minutes:g} minutes on the CPU (a time budget; "
+                "--epochs N trains N epochs instead, --detector-minutes M for longer)",
+            )
+        return GPU_EPOCHS, None, f"detector: training {GPU_EPOCHS} epochs on {device}"

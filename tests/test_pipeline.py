@@ -189,7 +189,7 @@ def test_reclassify_with_new_threshold_moves_copies(synth_model, tmp_path):
         synth_model.run_dir,
         "-q",
         "--threshold",
-        "1.01",
+        "1.0",  # the highest the CLI takes (scores are probabilities below 1): nobody is accepted
         "--band",
         "0",
     )

@@ -286,6 +286,7 @@ def test_tells_children_apart_on_a_small_daycare_library(tmp_path):
 def test_sface_on_openvino_gives_the_vectors_of_opencvs_dnn(sample_train):
     """Issue 4: the default SFace backend (OpenVINO, a photo's faces in one batch, bf16 where the CPU has
     it) gives the vectors OpenCV's DNN gives (fp32, one face at a time), so it changes speed, not who."""
+    from sorter.models.sface import SFaceEmbedder
 
     opencv, openvino = SFaceEmbedder("opencv"), SFaceEmbedder("openvino", threads=1)
     detector = YuNetDetector()
@@ -358,7 +359,7 @@ def test_classify_skips_the_detector_the_model_does_not_use(sample_train, robust
 
 
 def test_yunet_on_openvino_finds_what_opencvs_facedetectoryn_finds(sample_train):
-    """Issue 4: YuNet's network on OpenVINO with MtcnnDetectorYN's post-processing (padding, decoding,
+    """Issue 4: YuNet's network on OpenVINO with FaceDetectorYN's post-processing (padding, decoding,
     NMS) gives OpenCV's faces: same count, same order, same numbers."""
     import cv2
 
@@ -370,7 +371,7 @@ def test_yunet_on_openvino_finds_what_opencvs_facedetectoryn_finds(sample_train)
     n = 0
     for img in sample_train.images[:10]:
         bgr = cv2.cvtColor(np.asarray(decode(_photo(img.image), max_side=640).rgb), cv2.COLOR_RGB2BGR)
-        theirs = cv2.MtcnnDetectorYN.create(str(path), "", (bgr.shape[1], bgr.shape[0]), 0.02, 0.3, 5000)
+        theirs = cv2.FaceDetectorYN.create(str(path), "", (bgr.shape[1], bgr.shape[0]), 0.02, 0.3, 5000)
         a, b = theirs.detect(bgr)[1], ours.detect(bgr)[1]
         a, b = (np.zeros((0, 15)) if x is None else x for x in (a, b))
         assert a.shape == b.shape and np.allclose(a, b, atol=1e-3), img.image

@@ -128,13 +128,18 @@ def assign(faces: list[Face]) -> dict[str, float]:
     Maximises the summed score over a one-to-one matching (Hungarian method), so two faces that both
     look a bit like Ava cannot both count as Ava; the second then counts as its runner-up.
     """
+    return {p: s for p, (_, s) in assign_faces(faces).items()}
+
+
+def assign_faces(faces: list[Face]) -> dict[str, tuple[int, float]]:
+    """:func:`assign` with the face each person was matched to: person -> (face index, score)."""
     names = sorted({n for f in faces for n in f.scores})
     if not faces or not names:
         return {}
     score = np.array([[f.scores.get(n, 0.0) for n in names] for f in faces])
-    best: dict[str, float] = {}
+    best: dict[str, tuple[int, float]] = {}
     rows, cols = linear_sum_assignment(-score)
     for r, c in zip(rows, cols, strict=True):
         if score[r, c] > 0:
-            best[names[c]] = float(score[r, c])
+            best[names[c]] = (int(r), float(score[r, c]))
     return best

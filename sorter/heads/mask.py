@@ -113,7 +113,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def mask_state(probs: Sequence[float] | np.ndarray, classes: Sequence[str] = MASK_CLASSES) -> tuple[str, float]:
+def mask_state(
+    probs: Sequence[float] | np.ndarray, classes: Sequence[str] = MASK_CLASSES
+) -> tuple[str, float]:
     """One face's probabilities -> (most likely class, its probability)."""
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     if p.size != len(classes):
@@ -174,7 +176,9 @@ class MaskHead:
             try:
                 data = self.model_path.read_bytes()
             except OSError as e:
-                raise MaskHeadFileError(f"mask head model missing or unreadable: {self.model_path} ({e})") from e
+                raise MaskHeadFileError(
+                    f"mask head model missing or unreadable: {self.model_path} ({e})"
+                ) from e
             digest = sha256_bytes(data)
             if digest != meta.get("sha256"):
                 raise MaskHeadFileError(
@@ -189,14 +193,18 @@ class MaskHead:
             self.mean = tuple(float(v) for v in meta["normalisation"]["mean"])
             self.std = tuple(float(v) for v in meta["normalisation"]["std"])
             # compile from the bytes just verified, not from the path again
-            self._run = self._compile_openvino(data) if self.backend == "openvino" else self._compile_cv2(data)
+            self._run = (
+                self._compile_openvino(data) if self.backend == "openvino" else self._compile_cv2(data)
+            )
         return self
 
     def _read_meta(self) -> dict[str, Any]:
         try:
             meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
         except OSError as e:
-            raise MaskHeadFileError(f"mask head description missing or unreadable: {self.meta_path} ({e})") from e
+            raise MaskHeadFileError(
+                f"mask head description missing or unreadable: {self.meta_path} ({e})"
+            ) from e
         except ValueError as e:
             raise MaskHeadFileError(f"mask head description {self.meta_path} is not valid JSON ({e})") from e
         for key in ("sha256", "classes", "input", "crop", "normalisation"):
@@ -268,7 +276,9 @@ class MaskHead:
         ok = [i for i, b in enumerate(boxes) if b[2] > b[0] and b[3] > b[1] and all(map(math.isfinite, b))]
         probs = np.zeros((len(boxes), len(self.classes)), np.float32)
         if ok:
-            probs[ok] = self.predict_crops(np.stack([crop(rgb, boxes[i], self.size, self.margin) for i in ok]))
+            probs[ok] = self.predict_crops(
+                np.stack([crop(rgb, boxes[i], self.size, self.margin) for i in ok])
+            )
         valid = set(ok)
         labels = [mask_state(probs[i], self.classes)[0] if i in valid else "" for i in range(len(boxes))]
         return labels, probs

@@ -27,5 +27,3 @@ def mask_score(chip: np.ndarray) -> float:
     f = (np.linalg.norm(mu - ml) / 10, lo.std(0).mean() / 10, np.linalg.norm(mu[1:] - ml[1:]) / 10)
     z = _MASK_INTERCEPT + sum(a * b for a, b in zip(_MASK_COEF, f, strict=True))
     return float(1.0 / (1.0 + np.exp(-z)))
-
-

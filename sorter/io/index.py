@@ -197,6 +197,9 @@ def _faces(text: str | None) -> list[Face] | None:
             masked=f.get("masked"),
             det_scores=f.get("det_scores", {}),
             embedding=f.get("embedding", ""),
+            # rows written before the mask head have no mask state: unknown, not "unmasked"
+            mask=f.get("mask"),
+            mask_score=f.get("mask_score"),
         )
         for f in json.loads(text)
     ]

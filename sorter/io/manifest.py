@@ -6,25 +6,65 @@ import contextlib
 import csv
 import errno
 import io
+import json
 import os
 from pathlib import Path
 
 from sorter.io.place import DiskFullError
 from sorter.records import Decision, Problem
 
-HEADER = ["path", "sha256", "status", "people", "accepted", "uncertain", "copies", "faces", "reason"]
+HEADER = [
+    "path",
+    "sha256",
+    "status",
+    "people",
+    "accepted",
+    "uncertain",
+    "copies",
+    "faces",
+    "reason",
+    "faces_detail",
+]
 # A candidate counts as a face in the manifest at this detector score (ONet's face probability, or YOLO's
 # box score), or when someone was recognised in it. The face detector keeps much weaker candidates (down
 # to 0.02) because the recogniser scores non-faces as strangers; those are not faces to a reader.
 FACE_AT = 0.5
 
 
-def counted_faces(d: Decision) -> int:
-    """The faces of a photo as a person would count them (see :data:`FACE_AT`)."""
+def kept_faces(d: Decision) -> list[int]:
+    """Indices of the faces of a photo as a person would count them (see :data:`FACE_AT`)."""
     kept = {k for k, f in enumerate(d.faces) if f.det_score >= FACE_AT}
-    for person in set(d.accepted) | set(d.uncertain):  # the face each named person was found in
+    named = set(d.accepted) | set(d.uncertain)
+    kept |= {k for p, k in d.assigned.items() if p in named}  # the face each named person was found in
+    for person in named - set(d.assigned):  # decisions made without an assignment record
         kept.add(max(range(len(d.faces)), key=lambda k: d.faces[k].scores.get(person, 0.0)))
-    return len(kept)
+    return sorted(kept)
+
+
+def counted_faces(d: Decision) -> int:
+    return len(kept_faces(d))
+
+
+def faces_detail(d: Decision) -> list[dict[str, object]]:
+    """One object per kept face: its box (full-size displayed px), who (or None) with what score, and
+    its mask state. ``person`` is set where the face is someone's in this photo (sorted or uncertain)."""
+    named = set(d.accepted) | set(d.uncertain)
+    who = {k: p for p, k in d.assigned.items() if p in named}
+    out = []
+    for k in kept_faces(d):
+        f = d.faces[k]
+        person = who.get(k)
+        score = f.scores.get(person, 0.0) if person else f.best[1]
+        out.append(
+            {
+                "box": [round(float(v), 1) for v in f.xyxy],
+                "person": person,
+                "score": round(float(score), 4),
+                "mask": f.mask,
+                "mask_score": None if f.mask_score is None else round(float(f.mask_score), 4),
+            }
+        )
+    return out
 
 
 def row(d: Decision, sha: str, copies: list[str]) -> list[str]:
@@ -40,11 +80,12 @@ def row(d: Decision, sha: str, copies: list[str]) -> list[str]:
         ";".join(copies),
         str(counted_faces(d)),
         d.reason,
+        json.dumps(faces_detail(d), separators=(",", ":")),
     ]
 
 
 def problem_row(problem: Problem) -> list[str]:
-    return [str(problem.path), "", "error", "", "", "", "", "", problem.message]
+    return [str(problem.path), "", "error", "", "", "", "", "", problem.message, "[]"]
 
 
 def write(path: Path, rows: list[list[str]]) -> None:

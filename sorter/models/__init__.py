@@ -1,0 +1,1 @@
+"""Networks, pretrained and trained, each loaded lazily (:class:`~sorter.models.base.LazyModel`)."""

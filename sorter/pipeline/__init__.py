@@ -1,0 +1,1 @@
+"""The classify pipeline: plan -> analyse (photo -> faces) -> commit."""

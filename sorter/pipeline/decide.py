@@ -7,12 +7,13 @@ once in a photo, so faces are assigned to people jointly (:func:`assign`) before
 
 from __future__ import annotations
 
-from sorter.heads.identity import assign
+from sorter.heads.identity import assign_faces
 from sorter.records import Decision, Face, Photo
 
 
 def decide(photo: Photo, faces: list[Face], accept: dict[str, float], low: dict[str, float]) -> Decision:
-    people = assign(faces)
+    matched = assign_faces(faces)
+    people = {p: s for p, (_, s) in matched.items()}
     accepted = sorted(p for p, s in people.items() if s >= accept.get(p, 1.0))
     unsure = sorted(p for p, s in people.items() if p not in accepted and s >= low.get(p, 1.0))
     reason = ""
@@ -28,5 +29,11 @@ def decide(photo: Photo, faces: list[Face], accept: dict[str, float], low: dict[
     elif not accepted:
         reason = "no face found" if not faces else "no known person"
     return Decision(
-        photo=photo, faces=faces, people=people, accepted=accepted, uncertain=unsure, reason=reason
+        photo=photo,
+        faces=faces,
+        people=people,
+        accepted=accepted,
+        uncertain=unsure,
+        reason=reason,
+        assigned={p: k for p, (k, _) in matched.items()},
     )

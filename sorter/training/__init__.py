@@ -1,0 +1,1 @@
+"""Training: fit the detector and the heads on labels, measure, evaluate, export."""

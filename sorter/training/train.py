@@ -144,9 +144,12 @@ def train_model(
         )
 
     model.add_callback("on_fit_epoch_end", on_epoch)
+    epochs, hours, schedule = s.detector_schedule(device)
+    log(schedule)
+    timed = {"time": hours} if hours else {}
     model.train(
         data=str(data_yaml),
-        epochs=s.epochs,
+        epochs=epochs,
         imgsz=s.imgsz,
         batch=s.batch,
         device=device,
@@ -160,6 +163,7 @@ def train_model(
         verbose=False,
         patience=s.patience,
         amp=device != "cpu",
+        **timed,
         **s.extra,
     )
     best = run_dir / "detector" / "weights" / "best.pt"
@@ -190,6 +194,7 @@ def train_model(
     bundle.save()
     if recogniser_cv is not None:
         metrics["recogniser_cv"] = recogniser_cv
+    metrics["detector_training"] = {"epochs": len(seen_epochs), "schedule": schedule}
     metrics["train_seconds"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(run_dir / "metrics.json", metrics)
     log_metrics(tracker, metrics, bundle.classes, prefix="val")
