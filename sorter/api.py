@@ -25,18 +25,24 @@ def train(
     return train_model(Path(data), name=name, runs_dir=Path(runs_dir), settings=TrainSettings(**settings))
 
 
-def _bundle(model: str | Path | Bundle | TrainResult) -> Bundle:
+def _bundle(model: str | Path | Bundle | TrainResult | None) -> Bundle | None:
+    if model is None:
+        return None
     if isinstance(model, TrainResult):
         return model.bundle
     return model if isinstance(model, Bundle) else Bundle.load(model)
 
 
 def classify(
-    library: str | Path, out: str | Path, model: str | Path | Bundle | TrainResult, **options: Any
+    library: str | Path,
+    out: str | Path,
+    model: str | Path | Bundle | TrainResult | None = None,
+    **options: Any,
 ) -> ClassifyReport:
     """Copy each photo into ``out/<person>/`` for everyone recognised, unsure ones into ``out/uncertain/``.
 
     ``options``: :class:`sorter.settings.ClassifySettings` fields, and ``log`` (a function of one line).
+    ``model`` None: by mask state (``by="mask"``) with the face detector and mask head that ship.
     """
     log = options.pop("log", None)
     return classify_library(Path(library), Path(out), _bundle(model), ClassifySettings(**options), log=log)
@@ -44,4 +50,6 @@ def classify(
 
 def evaluate(data: str | Path, model: str | Path | Bundle | TrainResult, **options: Any) -> dict[str, Any]:
     """Box and photo-level metrics of ``model`` on a labelled folder."""
-    return evaluate_model(Path(data), _bundle(model), **options)
+    bundle = _bundle(model)
+    assert bundle is not None, "evaluate needs a model"
+    return evaluate_model(Path(data), bundle, **options)

@@ -235,7 +235,21 @@ def train(
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder: one sub-folder per person, uncertain/, manifest.csv.",
 )
-@model_option
+@click.option(
+    "--model",
+    "model",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="A trained model folder (from photosort train). [default: runs/photosort; none with --by mask]",
+)
+@click.option(
+    "--by",
+    type=click.Choice(["person", "mask"]),
+    default=None,
+    help="Sort into a folder per person (needs --model) or per mask state: with_mask/, without_mask/, "
+    "mask_weared_incorrect/ (no model needed). [default: mask for a model trained on mask-state "
+    "labels, else person]",
+)
 @click.option(
     "--threshold",
     type=click.FloatRange(0.0, 1.0),
@@ -282,7 +296,8 @@ def train(
 def classify(
     library: Path,
     out: Path,
-    model: Path,
+    model: Path | None,
+    by: str | None,
     threshold: float | None,
     band: float | None,
     precision: float | None,
@@ -298,14 +313,21 @@ def classify(
     Photos whose best score falls just below the threshold go to OUT/uncertain/ for review; a photo
     may land in several folders. Originals are only read, never changed; copies are byte-identical
     and keep their timestamps. OUT/manifest.csv says, for every photo, who was found with what
-    score, where it was copied and why it is uncertain. Re-running skips finished photos.
+    score, where it was copied and why it is uncertain, and each face's box, name and mask state
+    (faces_detail). Re-running skips finished photos.
+
+    With --by mask, each photo goes into OUT/with_mask/, OUT/without_mask/ and
+    OUT/mask_weared_incorrect/ for every state its faces show; no trained model is needed.
     """
     from sorter.api import classify as do_classify
 
+    if model is None and by != "mask":
+        model = Path("runs/photosort")
     report = do_classify(
         library,
         out,
         model,
+        by=by,
         threshold=threshold,
         band=band,
         precision=precision,

@@ -18,12 +18,17 @@ _done = False
 _settings_done = False
 
 
-def config_dir() -> Path:
-    """Where ultralytics keeps its settings: ours, never the user's global one."""
+def home() -> Path:
+    """photosort's own cache folder (``PHOTOSORT_HOME``, else ``~/.cache/photosort``)."""
     base = os.environ.get("PHOTOSORT_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "photosort"
     )
-    return Path(base) / "ultralytics"
+    return Path(base)
+
+
+def config_dir() -> Path:
+    """Where ultralytics keeps its settings: ours, never the user's global one."""
+    return home() / "ultralytics"
 
 
 def prepare(ultralytics: bool = True) -> None:

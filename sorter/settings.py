@@ -21,6 +21,9 @@ def _unit(name: str, value: float | None, low: float = 0.0, high: float = 1.0) -
         raise SettingsError(f"{name} must be between {low:g} and {high:g} (got {value:g})")
 
 
+BY = ("person", "mask")
+
+
 @dataclass(frozen=True)
 class ClassifySettings:
     """How ``classify`` runs. None means "as the model says"."""
@@ -38,6 +41,9 @@ class ClassifySettings:
     progress: bool = True
     # Run the YOLO detector beside the recogniser's face detector (None: as training measured).
     use_detector: bool | None = None
+    # "person": a folder per person (needs a model); "mask": a folder per mask state (no model needed);
+    # None: "mask" for a model trained on mask-state labels, else "person".
+    by: str | None = None
 
     def __post_init__(self) -> None:
         _unit("--threshold", self.threshold)
@@ -45,6 +51,8 @@ class ClassifySettings:
         _unit("--precision", self.precision, 0.5, 1.0)
         if self.batch is not None and self.batch < 1:
             raise SettingsError(f"--batch must be at least 1 (got {self.batch})")
+        if self.by not in (None, *BY):
+            raise SettingsError(f"--by must be one of {', '.join(BY)} (got {self.by!r})")
         if self.workers is not None and self.workers < 0:
             raise SettingsError(f"--workers must be 0 or more (got {self.workers})")
 

@@ -143,3 +143,14 @@ def assign_faces(faces: list[Face]) -> dict[str, tuple[int, float]]:
         if score[r, c] > 0:
             best[names[c]] = (int(r), float(score[r, c]))
     return best
+
+
+def best_faces(faces: list[Face]) -> dict[str, tuple[int, float]]:
+    """Per class, the face that shows it most: class -> (face index, score); for classes many faces
+    can share (mask states), where :func:`assign_faces`' one-to-one rule does not apply."""
+    best: dict[str, tuple[int, float]] = {}
+    for k, f in enumerate(faces):
+        for name, s in f.scores.items():
+            if s > 0 and s > best.get(name, (0, 0.0))[1]:
+                best[name] = (k, float(s))
+    return best

@@ -45,11 +45,16 @@ class Bundle:
     recogniser: str | None = None  # relative path of the recogniser file, when there is one
     export: str | None = None  # folder of the re-validated OpenVINO export (CPU inference), if any
     face_detector: str | None = None  # the recogniser's face detector stage as OpenVINO IR (.xml), if any
+    # a mask-state head trained on this model's labels (.onnx, its .json beside it); None: the shipped one
+    mask_head: str | None = None
     # Whether classify runs the YOLO detector beside the recogniser's own face detector. Chosen at training
     # time on the validation photos (sorter.training.measure): a detector trained from scratch on a
     # CPU finds no face the face detector misses, and skipping it saves ~100 ms a photo. Without a
     # recogniser the detector is all there is and always runs.
     use_detector: bool = True
+    # Labelled boxes as fractions of the face detector's (x0, y0, x1, y1), learnt from the training
+    # labels (sorter.training.detection.learn_box_map): how this labeller draws a face. None: default.
+    box_map: list[float] | None = None
 
     @property
     def weights_path(self) -> Path:
@@ -84,6 +89,8 @@ class Bundle:
         tracked = [self.weights] + ([self.recogniser] if self.recogniser else [])
         if self.face_detector:
             tracked += [self.face_detector, str(Path(self.face_detector).with_suffix(".bin"))]
+        if self.mask_head:
+            tracked += [self.mask_head, str(Path(self.mask_head).with_suffix(".json"))]
         if self.export:
             tracked += sorted(
                 p.relative_to(self.path).as_posix()

@@ -59,3 +59,26 @@ def export_onet(folder: Path) -> Path:
         )
     ov.save_model(model, str(folder / ONET_IR), compress_to_fp16=False)
     return folder / ONET_IR
+
+
+def cached_onet() -> Path:
+    """ONet as OpenVINO IR in photosort's cache folder, exported on first use (needs torch once, in
+    this process), so worker processes of a run without a model folder run it without torch."""
+    import shutil
+    import tempfile
+
+    from sorter import offline
+
+    folder = offline.home() / "onet-ir"
+    ir = folder / ONET_IR
+    if ir.is_file() and ir.with_suffix(".bin").is_file():
+        return ir
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".onet-", dir=folder.parent))
+    try:
+        export_onet(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)  # whole or not at all: a run killed while exporting leaves no half model
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ir

@@ -19,6 +19,7 @@ from sorter.io.bundle import Bundle
 from sorter.io.decode import WORK_SIDE, DecodeError, decode_work, read_photo, shrink
 from sorter.models.yolo import YoloDetector, pick_device
 from sorter.pipeline.faces import merge
+from sorter.pipeline.masks import MaskSorter
 from sorter.pipeline.pool import (
     MIN_PHOTOS_PER_WORKER,
     WorkersFailed,
@@ -49,7 +50,7 @@ class Analysed:
 class Analyser:
     """Decode, detect and recognise photos with one bundle's models, loaded on first use."""
 
-    bundle: Bundle
+    bundle: Bundle | None  # None: no trained model (sorting by mask state with the shipped head)
     min_score: float
     device: str | None = None
     batch: int | None = None
@@ -57,8 +58,9 @@ class Analyser:
     threads: int | None = None
     use_detector: bool = True  # False: only the recogniser's face detector looks for faces
     yolo: object = None  # an ultralytics YOLO already loaded, to reuse instead of loading the weights again
+    masks: MaskSorter | None = None  # sort by mask state instead of by person
     _detector: YoloDetector | None = None
-    _recogniser: FaceRecogniser | None = None
+    _recogniser: FaceRecogniser | MaskSorter | None = None
     _side: int = WORK_SIDE
     _loaded: bool = False
 
@@ -71,12 +73,19 @@ class Analyser:
             cv2.setNumThreads(self.threads)
             if "torch" in sys.modules:  # never imported just to set this: it costs ~0.5 GB
                 sys.modules["torch"].set_num_threads(self.threads)
-        self._recogniser = load_recogniser(self.bundle, self.threads)
-        # Without a recogniser only the detector looks at the photo: decode no larger than it needs.
-        self._side = WORK_SIDE if self._recogniser is not None else self.bundle.imgsz
+        if self.masks is not None:
+            self._recogniser = dataclasses.replace(self.masks, threads=self.threads)
+        else:
+            assert self.bundle is not None
+            self._recogniser = load_recogniser(self.bundle, self.threads)
         self._loaded = True
+        if self._recogniser is None:
+            assert self.bundle is not None
+            # Without a recogniser only the detector looks at the photo: decode no larger than it needs.
+            self._side = self.bundle.imgsz
         if not self.use_detector and self._recogniser is not None:
             return  # not even loaded: no memory, no start-up
+        assert self.bundle is not None
         device = pick_device(self.device)
         weights, backend = self.bundle.detector(device)
         if self.yolo is not None:
@@ -113,7 +122,7 @@ class Analyser:
     def _yolo(self, decoded: list[Decoded]) -> list[list[Face]]:
         assert self._detector is not None
         # The detector wants its own input size; the recogniser gets the larger canonical decode.
-        return self._detector.detect([shrink(d, self.bundle.imgsz) for d in decoded])
+        return self._detector.detect([shrink(d, self._detector.imgsz) for d in decoded])
 
     def run(self, photos: list[Photo]) -> list[Analysed]:
         """Analyse a small batch of photos (the detector sees them as one batch)."""
@@ -152,6 +161,9 @@ class Analyser:
         yolo = self._yolo([d])[0] if self._detector is not None else []
         if self._recogniser is None:
             return yolo, None
+        if isinstance(self._recogniser, MaskSorter):
+            faces = self._recogniser.recognise(d, yolo)
+            return faces, (self._recogniser.recognise(d, []) if self._detector is not None else faces)
         found = self._recogniser.find(d)
         vectors: dict = {}
         alone = self._recogniser.describe(found, merge(found, []), vectors)

@@ -27,9 +27,11 @@ from sorter.io import place as placing
 from sorter.io.bundle import Bundle
 from sorter.io.index import Index
 from sorter.io.scan import scan
+from sorter.models.onet import cached_onet
 from sorter.models.yolo import min_box_score
 from sorter.pipeline.analyse import Analyser, analyse_all
 from sorter.pipeline.decide import decide
+from sorter.pipeline.masks import ACCEPT, LOW, MaskSorter
 from sorter.pipeline.recognise import FaceRecogniser, load_recogniser
 from sorter.records import Face, Photo, Problem
 from sorter.settings import ClassifySettings
@@ -160,7 +162,7 @@ def plan(
 def classify_library(
     library: Path,
     out: Path,
-    bundle: Bundle,
+    bundle: Bundle | None,
     settings: ClassifySettings | None = None,
     log: Callable[[str], object] | None = None,
     **options: object,
@@ -168,6 +170,7 @@ def classify_library(
     """Sort every photo under ``library`` into ``out/<person>/`` and ``out/uncertain/``.
 
     ``settings`` (or the same fields as keyword ``options``): :class:`~sorter.settings.ClassifySettings`.
+    ``bundle`` None: by mask state with the shipped face detector and mask head (``by="mask"``).
     """
     s = settings if settings is not None else ClassifySettings(**options)  # type: ignore[arg-type]
     library, out = Path(library).absolute(), Path(out).absolute()
@@ -176,19 +179,39 @@ def classify_library(
     if library == out or out in library.parents:
         raise ClassifyError(f"{out}: the output folder cannot be the library or contain it")
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    recogniser = load_recogniser(bundle)
-    accept, low = bundle.thresholds(s.threshold, s.band)
+    by = s.by or ("mask" if bundle is None or (bundle.mask_head and not bundle.recogniser) else "person")
+    if bundle is None and by != "mask":
+        raise ClassifyError("sorting by person needs a model folder (--model RUN from photosort train)")
+    masks = _mask_sorter(bundle) if by == "mask" else None
+    recogniser = load_recogniser(bundle) if bundle is not None and masks is None else None
+    if masks is not None:
+        accept, low = masks.thresholds()
+        if s.threshold is not None or s.band is not None:
+            t = ACCEPT if s.threshold is None else s.threshold
+            accept = dict.fromkeys(accept, t)
+            low = dict.fromkeys(accept, max(0.0, t - (ACCEPT - LOW if s.band is None else s.band)))
+    else:
+        assert bundle is not None
+        accept, low = bundle.thresholds(s.threshold, s.band)
     if s.precision is not None:
-        if recogniser is None:
+        if recogniser is None or bundle is None:
             raise ClassifyError("--precision needs a model trained with a recogniser; use --threshold")
         # Re-calibrate from the cross-validated scores stored at training time: no retraining.
         accept, low = repick_thresholds(bundle.path / bundle.recogniser, s.precision)
     use_detector = s.use_detector
-    if use_detector is None or recogniser is None:
+    if masks is not None:
+        use_detector = bool(use_detector) and bundle is not None  # YOLO only when asked for
+    elif use_detector is None or recogniser is None:
+        assert bundle is not None
         use_detector = bundle.runs_detector  # always True without a recogniser: the detector is all there is
-    key = model_key(bundle, use_detector)
+    if masks is not None:
+        yolo_key = model_key(bundle) if use_detector and bundle is not None else None
+        key = hashlib.sha256(repr(("by-mask", masks.embed_key, yolo_key)).encode()).hexdigest()[:16]
+    else:
+        assert bundle is not None
+        key = model_key(bundle, use_detector)
     # Stored face vectors stay valid for a retrained recogniser on the same detector: re-score, no decode.
-    ekey = embed_key(bundle, recogniser, use_detector) if recogniser is not None else None
+    ekey = embed_key(bundle, recogniser, use_detector) if recogniser is not None and bundle else None
     report = ClassifyReport(out=out, dry_run=s.dry_run, detector=use_detector)
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -197,7 +220,7 @@ def classify_library(
         index: Index | None = None
         try:
             index = Index(Path(":memory:") if s.dry_run else out / INDEX_FILE)
-            commit = Commit(report, index, accept, low, key, ekey, s.dry_run, log)
+            commit = Commit(report, index, accept, low, key, ekey, s.dry_run, log, exclusive=masks is None)
             items = list(scan(library, skip=[out]))
             photos = [p for p in items if isinstance(p, Photo)]
             for p in items:
@@ -214,8 +237,9 @@ def classify_library(
                 device=s.device,
                 batch=s.batch,
                 known=index.known_hashes(key),
-                min_score=min_box_score(recogniser is not None, low),
+                min_score=min_box_score(recogniser is not None or masks is not None, low),
                 use_detector=use_detector,
+                masks=masks,
             )
             todo = [step.photo for step in steps if step.needs_analysis]
             for a in analyse_all(analyser, todo, workers=s.workers, chunk=s.batch or 2, log=log):
@@ -251,6 +275,7 @@ class Commit:
     ekey: str | None
     dry_run: bool
     log: Callable[[str], object]
+    exclusive: bool = True  # a class on at most one face of a photo (people; not mask states)
     rows: list[list[str]] = field(default_factory=list)
 
     def problem(self, problem: Problem) -> None:
@@ -286,7 +311,7 @@ class Commit:
         self, photo: Photo, sha: str, faces: list[Face], cached: bool = False, rescored: bool = False
     ) -> None:
         report, out = self.report, self.report.out
-        decision = decide(photo, faces, self.accept, self.low)
+        decision = decide(photo, faces, self.accept, self.low, exclusive=self.exclusive)
         old = [Path(p) for p in self.index.copies(photo.rel.as_posix())]
         copies: list[Path] = []
         ts = time.perf_counter()
@@ -337,3 +362,12 @@ def _bar(total: int, enabled: bool):
     return tqdm(
         total=total, unit="photo", disable=not enabled, dynamic_ncols=True, smoothing=0.1, file=sys.stderr
     )
+
+
+def _mask_sorter(bundle: Bundle | None) -> MaskSorter:
+    """The mask sorter of a model folder (its own head when trained on mask states), or the shipped one."""
+    if bundle is None:
+        return MaskSorter(onet_ir=cached_onet())
+    head = bundle.path / bundle.mask_head if bundle.mask_head else None
+    ir = bundle.path / bundle.face_detector if bundle.face_detector else cached_onet()
+    return MaskSorter(head_path=head, onet_ir=ir)

@@ -7,12 +7,19 @@ once in a photo, so faces are assigned to people jointly (:func:`assign`) before
 
 from __future__ import annotations
 
-from sorter.heads.identity import assign_faces
+from sorter.heads.identity import assign_faces, best_faces
 from sorter.records import Decision, Face, Photo
 
 
-def decide(photo: Photo, faces: list[Face], accept: dict[str, float], low: dict[str, float]) -> Decision:
-    matched = assign_faces(faces)
+def decide(
+    photo: Photo,
+    faces: list[Face],
+    accept: dict[str, float],
+    low: dict[str, float],
+    exclusive: bool = True,
+) -> Decision:
+    """``exclusive``: each class is on at most one face (people); False: on any number (mask states)."""
+    matched = assign_faces(faces) if exclusive else best_faces(faces)
     people = {p: s for p, (_, s) in matched.items()}
     accepted = sorted(p for p, s in people.items() if s >= accept.get(p, 1.0))
     unsure = sorted(p for p, s in people.items() if p not in accepted and s >= low.get(p, 1.0))

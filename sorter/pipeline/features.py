@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sorter.boxes import from_detector_box
 from sorter.errors import UnknownKind
-from sorter.heads.mask_rule import mask_score
+from sorter.heads.mask import MaskHead
 from sorter.models.dlib_face import DlibEmbedder
 from sorter.models.sface import SFaceEmbedder
 
@@ -24,7 +25,7 @@ SFACE = "sface128-openvino"  # SFace on the OpenVINO runtime (the default since 
 SFACE_OPENCV = "sface128"  # SFace on OpenCV's DNN: recognisers trained before keep it
 DLIB = "dlib128+canonical-mask-dlib128"
 FEATURES = (SFACE, SFACE_OPENCV, DLIB)
-MASKED_AT = 0.5  # mask_score at or above this = masked
+MASKED_AT = 0.5  # masked when the mask head gives any mask (on or below the nose) at least this
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Featuriser:
 
     ``sface128`` (default): the SFace vector of the landmark-aligned face. ``dlib128+canonical-mask-dlib128``
     (the first recogniser): dlib's vector of the face as it is and of the same face with its lower half
-    painted grey. Either way dlib's 5-point landmarks give a 150-px chip for the mask-state estimate.
+    painted grey. Mask state is not this class's business: the mask head gives it (:class:`MaskStep`).
     """
 
     kind: str = SFACE
@@ -58,23 +59,44 @@ class Featuriser:
 
     def features(
         self, rgb: np.ndarray, boxes: Sequence[Sequence[float]], landmarks: Sequence[np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``[n, dim]`` features and ``[n]`` mask scores for detector-style boxes in ``rgb`` pixels."""
-        chips = self.dlib.chips(rgb, boxes)
-        if not chips:
-            return np.zeros((0, self.dim), np.float32), np.zeros((0,), np.float32)
-        masked = np.array([mask_score(c) for c in chips], np.float32)
+    ) -> np.ndarray:
+        """``[n, dim]`` features for detector-style boxes in ``rgb`` pixels."""
+        if not len(boxes):
+            return np.zeros((0, self.dim), np.float32)
         if self.is_sface:
-            return self.sface.embed(rgb, boxes, landmarks), masked
+            assert self.sface is not None
+            return self.sface.embed(rgb, boxes, landmarks)
+        chips = self.dlib.chips(rgb, boxes)
         raw = self.dlib.embed_chips(chips)
         canon = self.dlib.embed_chips([self.dlib.canonical_mask(c) for c in chips])
-        return np.concatenate([raw, canon], 1), masked
+        return np.concatenate([raw, canon], 1)
 
     def masked_copy(
         self, rgb_masked: np.ndarray, box: Sequence[float], lm: np.ndarray, x: np.ndarray
     ) -> np.ndarray:
         """Features of the same face with a synthetic mask drawn on (``x``: its features unmasked)."""
         if self.is_sface:
+            assert self.sface is not None
             return self.sface.embed(rgb_masked, [box], [lm])[0]
         # the canonical-mask half is the same masked or not: the grey covers the mask
         return np.concatenate([self.dlib.embed(rgb_masked, [box])[0], x[128:]])
+
+
+@dataclass
+class MaskStep:
+    """Each face's mask state from the mask head, given detector-style boxes (mapped to the
+    labeller-style boxes the head was trained on)."""
+
+    head: MaskHead
+
+    def states(self, rgb: np.ndarray, boxes: Sequence[Sequence[float]]) -> list[tuple[str, float, float]]:
+        """(state, its probability, probability of any mask) per detector-style box in ``rgb`` pixels."""
+        if not len(boxes):
+            return []
+        labels, probs = self.head.predict(rgb, [from_detector_box(tuple(b)) for b in boxes])
+        bare = self.head.classes.index("without_mask")
+        out = []
+        for label, p in zip(labels, probs, strict=True):
+            score = float(p[self.head.classes.index(label)]) if label else 0.0
+            out.append((label or "without_mask", score, 1.0 - float(p[bare])))
+        return out

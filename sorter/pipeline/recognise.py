@@ -22,12 +22,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from sorter.heads.identity import KernelLR, load_model, person_scores
+from sorter.heads.mask import MaskHead
 from sorter.io.bundle import Bundle
 from sorter.io.decode import WORK_SIDE
 from sorter.io.index import pack, unpack
 from sorter.models.registry import FaceDetector, face_detector
 from sorter.pipeline.faces import Detected, Found, find, merge
-from sorter.pipeline.features import DLIB, MASKED_AT, Featuriser
+from sorter.pipeline.features import DLIB, MASKED_AT, Featuriser, MaskStep
 from sorter.records import Decoded, Face
 
 
@@ -45,7 +46,8 @@ def load_recogniser(bundle: Bundle, threads: int | None = None) -> FaceRecognise
     if not bundle.recogniser:
         return None
     ir = bundle.path / bundle.face_detector if bundle.face_detector else None
-    return FaceRecogniser(bundle.path / bundle.recogniser, onet_ir=ir, threads=threads)
+    head = bundle.path / bundle.mask_head if bundle.mask_head else None
+    return FaceRecogniser(bundle.path / bundle.recogniser, onet_ir=ir, threads=threads, mask_head=head)
 
 
 @dataclass
@@ -61,7 +63,9 @@ class FaceRecogniser:
     detector: FaceDetector | None = None  # default: the one the model was trained with
     onet_ir: Path | None = None  # the detector's ONet as OpenVINO IR (runs without torch), if any
     threads: int | None = None
+    mask_head: Path | None = None  # a mask head trained into the model folder; None: the shipped one
     _featuriser: Featuriser | None = None
+    _masks: MaskStep | None = None
     _model: KernelLR | None = None
     _meta: dict[str, Any] = field(default_factory=dict)
 
@@ -72,7 +76,14 @@ class FaceRecogniser:
             if self.detector is None:
                 self.detector = face_detector(self._meta.get("detector"), self.onet_ir)
                 self.detector.threads = self.threads
+            self._masks = MaskStep(MaskHead(self.mask_head, threads=self.threads))
         return self
+
+    @property
+    def masks(self) -> MaskStep:
+        self.load()
+        assert self._masks is not None
+        return self._masks
 
     @property
     def people(self) -> list[str]:
@@ -90,12 +101,12 @@ class FaceRecogniser:
         return find(self.detector, image)
 
     def describe(
-        self, found: Detected, faces: list[Found], known: dict[int, tuple[np.ndarray, float]] | None = None
+        self, found: Detected, faces: list[Found], known: dict[int, tuple] | None = None
     ) -> list[Face]:
-        """The merged faces of a photo, embedded and scored per person.
+        """The merged faces of a photo, embedded, scored per person, and their mask state.
 
-        ``known``: vectors (and mask scores) already computed for faces the face detector found, by
-        their index in ``found``; they are reused instead of embedded again, and the new ones added.
+        ``known``: what was already computed (vector, mask state) for faces the face detector found, by
+        their index in ``found``; reused instead of computed again, and the new ones added.
         """
         self.load()
         assert self._featuriser is not None and self._model is not None
@@ -103,17 +114,14 @@ class FaceRecogniser:
             return []
         known = {} if known is None else known
         todo = [k for k, f in enumerate(faces) if f.detected is None or f.detected not in known]
+        computed: dict[int, tuple] = {}
         if todo:
             s = found.scale
-            x, m = self._featuriser.features(
-                found.rgb,
-                [tuple(v / s for v in faces[k].dbox) for k in todo],
-                [faces[k].landmarks / s for k in todo],
-            )
-            computed = dict(zip(todo, zip(x, m, strict=True), strict=True))
-        else:
-            computed = {}
-        rows = [computed[k] if k in computed else known[f.detected] for k, f in enumerate(faces)]  # type: ignore[index]
+            boxes = [tuple(v / s for v in faces[k].dbox) for k in todo]
+            x = self._featuriser.features(found.rgb, boxes, [faces[k].landmarks / s for k in todo])
+            masks = self.masks.states(found.rgb, boxes)
+            computed = dict(zip(todo, zip(x, masks, strict=True), strict=True))
+        rows = [computed[k] if k in computed else known[f.detected] for k, f in enumerate(faces)]
         for k, f in enumerate(faces):
             if f.detected is not None and k in computed:
                 known[f.detected] = computed[k]
@@ -123,7 +131,8 @@ class FaceRecogniser:
         for k, f in enumerate(faces):
             face = f.face
             face.det_scores, face.scores = face.scores, scores[k]
-            face.masked = bool(rows[k][1] >= MASKED_AT)
+            face.mask, face.mask_score, masked = rows[k][1]
+            face.masked = masked >= MASKED_AT
             face.embedding = pack(x[k])
             out.append(face)
         return out

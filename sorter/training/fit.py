@@ -18,9 +18,10 @@ import numpy as np
 from sorter.boxes import from_detector_box, iou, template_landmarks, to_detector_box
 from sorter.heads.calibrate import photo_rates, photo_scores, pick_thresholds
 from sorter.heads.identity import FORMAT, STRANGER, KernelLR, fit_kernel_lr, write_model
+from sorter.heads.mask import MaskHead
 from sorter.io.decode import decode_work, read_photo
 from sorter.models.registry import FaceDetector, face_detector
-from sorter.pipeline.features import MASKED_AT, SFACE, Featuriser
+from sorter.pipeline.features import MASKED_AT, SFACE, Featuriser, MaskStep
 from sorter.pipeline.pool import MIN_PHOTOS_PER_WORKER, WorkersFailed, cores, default_workers, parallel_map
 from sorter.records import LabelledImage, LabelledSet, Photo
 from sorter.training.augment import draw_synthetic_mask
@@ -52,6 +53,7 @@ def _collect_one(
     seed: int,
     detector: FaceDetector,
     featuriser: Featuriser,
+    masks: MaskStep,
 ) -> list[_Sample]:
     """Samples from one labelled photo: its boxed faces, and its unboxed faces as strangers."""
     # One generator per photo: the synthetic masks do not depend on how photos are spread over workers.
@@ -74,7 +76,8 @@ def _collect_one(
             items.append((STRANGER, tuple(b), lm, from_detector_box(tuple(b))))
     if not items:
         return []
-    x, m = featuriser.features(rgb, [u for _, u, _, _ in items], [lm for _, _, lm, _ in items])
+    x = featuriser.features(rgb, [u for _, u, _, _ in items], [lm for _, _, lm, _ in items])
+    m = [masked for _, _, masked in masks.states(rgb, [u for _, u, _, _ in items])]
     out = []
     for k, (name, use, lm, lb) in enumerate(items):
         x_aug = featuriser.masked_copy(draw_synthetic_mask(rgb, lb, rng), use, lm, x[k])
@@ -82,7 +85,7 @@ def _collect_one(
     return out
 
 
-_MODELS: tuple[FaceDetector, Featuriser] | None = None
+_MODELS: tuple[FaceDetector, Featuriser, MaskStep] | None = None
 
 
 def _init_collect(threads: int, kind: str) -> None:
@@ -92,7 +95,7 @@ def _init_collect(threads: int, kind: str) -> None:
 
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    _MODELS = (face_detector(), Featuriser(kind, threads=threads))
+    _MODELS = (face_detector(), Featuriser(kind, threads=threads), MaskStep(MaskHead(threads=threads)))
 
 
 def _collect_worker(args: tuple[int, LabelledImage, list[str], int]) -> list[_Sample]:
@@ -134,9 +137,9 @@ def _collect(
         except WorkersFailed as exc:
             log(f"recogniser: worker processes failed ({exc}); going on in this process")
             jobs = jobs[finished:]
-    detector, featuriser = face_detector(), Featuriser(kind)
+    detector, featuriser, masks = face_detector(), Featuriser(kind), MaskStep(MaskHead())
     for job in jobs:
-        done(_collect_one(*job, detector, featuriser))
+        done(_collect_one(*job, detector, featuriser, masks))
     return out
 
 

@@ -8,7 +8,7 @@ many really show them (precision), and of the photos that show them how many rea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from sorter.models.yolo import load_yolo, min_box_score, pick_device
 from sorter.pipeline.analyse import Analyser
 from sorter.pipeline.decide import decide
 from sorter.records import Face, LabelledImage, Photo
+from sorter.training.detection import learn_box_map, match_pairs, predictions, system_metrics
 from sorter.training.tracking import Tracker
 
 
@@ -63,6 +64,7 @@ class PhotoScore:
     accepted: list[str]
     uncertain: list[str]
     faces: list[Face]
+    boxes: list[tuple[tuple[float, float, float, float], str]] = field(default_factory=list)  # labelled
 
 
 def photo_metrics(scores: list[PhotoScore], classes: list[str]) -> dict[str, Any]:
@@ -121,10 +123,11 @@ def analyse_labelled(
         if faces is None:
             continue
         truth = {b.name for b in img.boxes}
+        boxes = [(b.xyxy, b.name) for b in img.boxes]
         for out, found in zip((with_det, alone), faces, strict=True):
             if found is not None:
                 dec = decide(photo, found, accept, low)
-                out.append(PhotoScore(truth, dec.accepted, dec.uncertain, found))
+                out.append(PhotoScore(truth, dec.accepted, dec.uncertain, found, boxes))
     return with_det, (alone if bundle.recogniser else None)
 
 
@@ -150,6 +153,7 @@ def measure(
         "threshold": bundle.threshold,
         "band": bundle.band,
     }
+    ran = with_det
     if alone is not None:
         photo_alone = photo_metrics(alone, bundle.classes)
         use = choose_detector(photo, photo_alone)
@@ -157,6 +161,12 @@ def measure(
             bundle.use_detector = use["used"]
         out["detector_use"] = use | {"used": bundle.use_detector}
         out["photo"] = photo if bundle.use_detector else photo_alone
+        ran = with_det if bundle.use_detector else alone
+    # the whole system as classify runs it, scored as a detector of the labelled classes
+    box_map = bundle.box_map or learn_box_map([])
+    out["system"] = system_metrics(
+        [(predictions(s.faces, bundle.classes, box_map), s.boxes) for s in ran], bundle.classes
+    )
     return out
 
 
@@ -180,8 +190,47 @@ def choose_detector(with_detector: dict[str, Any], alone: dict[str, Any]) -> dic
     }
 
 
+def learn_labeller_boxes(bundle: Bundle, images: list[LabelledImage], device: str | None) -> list[float]:
+    """How the labeller draws a face against the face detector's box (:func:`learn_box_map`), from
+    (up to 150 of) the training photos: the system's boxes are then scored in the labeller's style."""
+    analyser = Analyser(bundle=bundle, device=device, min_score=1.0, use_detector=False)
+    pairs = []
+    for img in images[:150]:
+        st = img.image.stat()
+        photo = Photo(path=img.image, rel=Path(img.image.name), size=st.st_size, mtime_ns=st.st_mtime_ns)
+        faces = analyser.both(photo)
+        if faces is not None and faces[0]:
+            pairs += match_pairs(faces[0], [b.xyxy for b in img.boxes])
+    return [round(v, 4) for v in learn_box_map(pairs)]
+
+
 def log_metrics(tracker: Tracker, metrics: dict[str, Any], classes: list[str], prefix: str) -> None:
     box, photo = metrics["detector"], metrics["photo"]
+    system = metrics.get("system")
+    if system:
+        # what the user asked wandb for: precision, recall, mAP50, mAP50-95 of what classify does
+        tracker.summary(
+            {f"{prefix}/system/{k}": system[k] for k in ("precision", "recall", "mAP50", "mAP50-95")}
+        )
+        tracker.table(
+            f"{prefix}/system/per_class",
+            ["class", "precision", "recall", "AP50", "AP50-95", "boxes"],
+            [
+                [c, v["precision"], v["recall"], v["ap50"], v["ap50_95"], v["boxes"]]
+                for c, v in system["per_class"].items()
+            ],
+        )
+        curve = system.get("pr_curve")
+        if curve:
+            tracker.table(
+                f"{prefix}/system/pr_curve",
+                ["class", "recall", "precision"],
+                [
+                    [c, r, pr]
+                    for c, values in curve["precision"].items()
+                    for r, pr in zip(curve["recall"], values, strict=True)
+                ],
+            )
     tracker.summary(
         {
             f"{prefix}/precision": box["precision"],

@@ -29,7 +29,7 @@ from sorter.settings import TrainSettings
 from sorter.training.dataset import build_yolo_dataset, split
 from sorter.training.export import export_detector
 from sorter.training.fit import fit_recogniser
-from sorter.training.measure import log_metrics, measure
+from sorter.training.measure import learn_labeller_boxes, log_metrics, measure
 from sorter.training.tracking import Tracker
 
 FACE_DETECTOR_DIR = "face_detector"
@@ -113,6 +113,7 @@ def train_model(
     sides = split(labelled, val_fraction=s.val_fraction, seed=s.seed)  # once: the dataset and measurement
     data_yaml = build_yolo_dataset(labelled, run_dir / "dataset", sides=sides)
     val_images = [img for img in labelled.images if sides.get(img.image) == "val"]
+    train_images = [img for img in labelled.images if sides.get(img.image) != "val"]
     device = pick_device(s.device)
     config = asdict(s) | {
         "data": str(data),
@@ -183,8 +184,8 @@ def train_model(
     recogniser_cv = None
     if s.recogniser:
         # Fit on the training side only, so the validation figures below are honest.
-        train_images = [img for img in labelled.images if sides.get(img.image) != "val"]
         recogniser_cv = add_recogniser(bundle, labelled, train_images, s, log)
+        bundle.box_map = learn_labeller_boxes(bundle, train_images, device)
     metrics = measure(bundle, data_yaml, val_images, device, choose=True)
     if s.export:
         metrics["export"] = export_detector(

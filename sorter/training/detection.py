@@ -1,0 +1,163 @@
+"""The whole system measured as a detector of the labelled classes (issue 12).
+
+classify's faces (the face detector's, YOLO's where it runs, each with the heads' scores) are scored
+against the labelled boxes as ultralytics (COCO-style) scores a detector: each predicted face is one
+box of its most likely class with that class's probability as confidence, matched to the labels at
+IoU 0.50:0.95 by ultralytics' own matching, and AP computed by ultralytics' ``ap_per_class``. Nothing
+here re-implements AP.
+
+Face detectors draw boxes differently from labellers (brows to chin against forehead to chin, and
+each labeller has a habit), so a face detector's box is first mapped to a labeller's by a mapping
+learnt from labelled photos (:func:`learn_box_map`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from sorter.boxes import LABEL_TO_DETECTOR_BOX, Box, iou, to_detector_box
+from sorter.records import Face
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+
+
+def learn_box_map(pairs: Sequence[tuple[Box, Box]]) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) of labelled boxes as fractions of the matched detector-style boxes, medians.
+
+    ``pairs``: (detector-style box, labelled box) of the same face. The median resists the odd wrong
+    match; with no pairs, the inverse of :data:`sorter.boxes.LABEL_TO_DETECTOR_BOX`.
+    """
+    if not pairs:
+        return _default_map()
+    rel = []
+    for d, lb in pairs:
+        w, h = d[2] - d[0], d[3] - d[1]
+        if w > 0 and h > 0:
+            rel.append(((lb[0] - d[0]) / w, (lb[1] - d[1]) / h, (lb[2] - d[0]) / w, (lb[3] - d[1]) / h))
+    if not rel:
+        return _default_map()
+    m = np.median(np.array(rel), 0)
+    return (float(m[0]), float(m[1]), float(m[2]), float(m[3]))
+
+
+def _default_map() -> tuple[float, float, float, float]:
+    a, b, c, d = LABEL_TO_DETECTOR_BOX
+    w, h = 1.0 / (c - a), 1.0 / (d - b)
+    return (-a * w, -b * h, -a * w + w, -b * h + h)
+
+
+def apply_box_map(dbox: Sequence[float], box_map: Sequence[float]) -> Box:
+    x0, y0, x1, y1 = dbox
+    w, h = x1 - x0, y1 - y0
+    a, b, c, d = box_map
+    return (x0 + a * w, y0 + b * h, x0 + c * w, y0 + d * h)
+
+
+def match_pairs(faces: list[Face], labels: list[Box], min_iou: float = 0.3) -> list[tuple[Box, Box]]:
+    """(detector-style box, labelled box) pairs of the same face, greedily by IoU."""
+    out, used = [], set()
+    for lb in labels:
+        target = to_detector_box(lb)
+        best = max(
+            (k for k in range(len(faces)) if k not in used),
+            key=lambda k: iou(to_detector_box(faces[k].xyxy), target),
+            default=None,
+        )
+        if best is not None and iou(to_detector_box(faces[best].xyxy), target) >= min_iou:
+            used.add(best)
+            out.append((to_detector_box(faces[best].xyxy), lb))
+    return out
+
+
+def predictions(
+    faces: list[Face], classes: list[str], box_map: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A photo's faces as detections: labeller-style boxes [n, 4], confidences [n], class indices [n].
+
+    Confidence: the probability of the face's most likely class, times the face detector's score (a
+    likely non-face ranks below a sure face). Faces whose best class is none of ``classes`` (a
+    stranger) are not detections of any labelled class.
+    """
+    boxes, conf, cls = [], [], []
+    for f in faces:
+        known = {c: s for c, s in f.scores.items() if c in classes}
+        if not known:
+            continue
+        name = max(known, key=known.__getitem__)
+        boxes.append(apply_box_map(to_detector_box(f.xyxy), box_map))
+        conf.append(known[name] * min(1.0, max(f.det_score, 0.0)))
+        cls.append(classes.index(name))
+    return (
+        np.array(boxes, np.float64).reshape(-1, 4),
+        np.array(conf, np.float64),
+        np.array(cls, np.int64),
+    )
+
+
+def system_metrics(
+    photos: list[tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[tuple[Box, str]]]],
+    classes: list[str],
+) -> dict[str, Any]:
+    """Box precision, recall, mAP50, mAP50-95 overall and per class, ultralytics' way.
+
+    ``photos``: per photo, (predictions from :func:`predictions`, labelled boxes with class names).
+    Also the precision-recall curve at IoU 0.5 per class (``pr_curve``: 101 recall points), for plots.
+    """
+    import torch
+    from ultralytics.engine.validator import BaseValidator
+    from ultralytics.utils.metrics import ap_per_class, box_iou
+
+    matcher = SimpleNamespace(iouv=torch.tensor(IOU_THRESHOLDS))
+    tps, confs, pcls, tcls = [], [], [], []
+    for (boxes, conf, cls), truth in photos:
+        order = np.argsort(-conf, kind="stable")
+        boxes, conf, cls = boxes[order], conf[order], cls[order]
+        t_cls = np.array([classes.index(n) for _, n in truth if n in classes], np.int64)
+        t_box = np.array([b for b, n in truth if n in classes], np.float64).reshape(-1, 4)
+        tcls.append(t_cls)
+        if not len(cls):
+            continue
+        if len(t_cls):
+            overlap = box_iou(torch.tensor(t_box), torch.tensor(boxes))
+            correct = BaseValidator.match_predictions(
+                matcher, torch.tensor(cls), torch.tensor(t_cls), overlap
+            ).numpy()
+        else:
+            correct = np.zeros((len(cls), len(IOU_THRESHOLDS)), bool)
+        tps.append(correct)
+        confs.append(conf)
+        pcls.append(cls)
+    target = np.concatenate(tcls) if tcls else np.zeros(0, np.int64)
+    per = {
+        c: {"precision": 0.0, "recall": 0.0, "ap50": 0.0, "ap50_95": 0.0, "boxes": int((target == i).sum())}
+        for i, c in enumerate(classes)
+    }
+    if not len(target) or not tps:
+        return {"precision": 0.0, "recall": 0.0, "mAP50": 0.0, "mAP50-95": 0.0, "per_class": per}
+    tp, conf, pc = np.concatenate(tps), np.concatenate(confs), np.concatenate(pcls)
+    _, _, p, r, _, ap, present, *_rest, prec_values = ap_per_class(tp, conf, pc, target)
+    curves = {}
+    for k, c in enumerate(present):
+        name = classes[int(c)]
+        per[name].update(
+            precision=round(float(p[k]), 4),
+            recall=round(float(r[k]), 4),
+            ap50=round(float(ap[k, 0]), 4),
+            ap50_95=round(float(ap[k].mean()), 4),
+        )
+        curves[name] = [round(float(v), 4) for v in prec_values[k][::10]]
+    return {
+        "precision": round(float(p.mean()), 4),
+        "recall": round(float(r.mean()), 4),
+        "mAP50": round(float(ap[:, 0].mean()), 4),
+        "mAP50-95": round(float(ap.mean()), 4),
+        "per_class": per,
+        "pr_curve": {
+            "recall": [round(v, 2) for v in np.linspace(0, 1, 1000)[::10].tolist()],
+            "precision": curves,
+        },
+    }
