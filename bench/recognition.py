@@ -7,6 +7,13 @@ For each seed: build a daycare library with ../shared/bench/make_library.py, tra
 recogniser), classify the library twice (without and with the recogniser), score both with
 ../shared/bench/eval_sort.py, and split recall into masked and unmasked appearances using truth.csv.
 Writes bench/results/recognition.json and prints a table.
+
+--mask-style picks whose masks the faces wear (training photos and library alike):
+  drawn   make_library.py's own drawn masks (the library this benchmark always used)
+  bench2  make_library.py --mask-rate 0, then masks drawn by bench/mask_styles.py (a style neither
+          make_library.py nor photosort's training renderer produces: the product cannot have learnt it)
+  both    (default) each of them, trained and scored separately, reported side by side
+Every row of the JSON carries "mask_style"; the table has a "masks" column.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -149,6 +157,73 @@ def refit_recogniser(labelled_dir: Path, run_dir: Path, settings) -> tuple[dict,
     return cv, metrics
 
 
+MASK_STYLES = ("drawn", "bench2")
+
+
+def style_tag(style: str) -> str:
+    """Prefix of the folder names of one mask style; the drawn style keeps the names it always had."""
+    return "" if style == "drawn" else f"{style}-"
+
+
+def library_dir(style: str, seed: int, args, kind: str | None = None) -> Path:
+    return args.work / f"daycare-{style_tag(kind or style)}s{seed}-{args.labelled}-{args.library}"
+
+
+def build_library(style: str, seed: int, args) -> Path:
+    """The library of one seed in one mask style, built unless its truth.csv is there already."""
+    lib = library_dir(style, seed, args)
+    if (lib / "truth.csv").is_file():
+        return lib
+    ml_args = [
+        "--lfw",
+        str(SHARED / "data" / "lfw"),
+        "--seed",
+        str(seed),
+        "--labelled",
+        str(args.labelled),
+        "--library",
+        str(args.library),
+        "--people",
+        str(args.people),
+    ]
+    make = [sys.executable, str(SHARED / "bench" / "make_library.py")]
+    if style == "drawn":
+        subprocess.run(
+            [*make, *ml_args, "--out", str(lib), "--jobs", "2"], check=True, stdout=subprocess.DEVNULL
+        )
+        return lib
+    # bench2: every face bare, then this benchmark's own masks on the same share of faces
+    bare = library_dir(style, seed, args, kind="bare")
+    ml_args += ["--mask-rate", "0"]
+    if not (bare / "truth.csv").is_file():
+        subprocess.run(
+            [*make, *ml_args, "--out", str(bare), "--jobs", "2"], check=True, stdout=subprocess.DEVNULL
+        )
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "mask_styles.py"),
+            "restyle",
+            "--src",
+            str(bare),
+            "--out",
+            str(lib),
+            "--seed",
+            str(seed),
+            "--jobs",
+            "2",
+            "--force",
+            "--make-library-args",
+            shlex.join(ml_args),
+            "--make-library",
+            str(SHARED / "bench" / "make_library.py"),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return lib
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -169,6 +244,12 @@ def main() -> None:
         help="no training or model runs: re-pick the thresholds of the models in --work and re-sort "
         "their earlier outputs from the index",
     )
+    ap.add_argument(
+        "--mask-style",
+        choices=[*MASK_STYLES, "both"],
+        default="both",
+        help="drawn: make_library.py's masks; bench2: bench/mask_styles.py's; both: each, side by side",
+    )
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-recognition")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "recognition.json")
     args = ap.parse_args()
@@ -181,44 +262,26 @@ def main() -> None:
     from sorter.settings import TrainSettings
     from sorter.training.train import train_model
 
+    styles = MASK_STYLES if args.mask_style == "both" else (args.mask_style,)
     results = []
-    for seed in args.seeds:
-        lib = args.work / f"daycare-s{seed}-{args.labelled}-{args.library}"
+    for seed, style in ((seed, style) for seed in args.seeds for style in styles):
+        tag = style_tag(style)
+        lib = library_dir(style, seed, args)
         if args.redecide:
             # Same models, same stored faces: only the thresholds are picked again (from the CV scores in
             # the recogniser) by this version's rule, and every photo re-decided from the index.
-            out = args.work / f"sorted-s{seed}-detector_recogniser"
-            secs, stages = classify(lib, out, Bundle.load(args.work / "runs" / f"s{seed}"), precision=0.98)
-            row = {"seed": seed, "redecided": True}
+            out = args.work / f"sorted-{tag}s{seed}-detector_recogniser"
+            secs, stages = classify(
+                lib, out, Bundle.load(args.work / "runs" / f"{tag}s{seed}"), precision=0.98
+            )
+            row = {"seed": seed, "mask_style": style, "redecided": True}
             row["detector_recogniser"] = score(lib, out) | {"classify_seconds": round(secs, 1)}
             results.append(row)
             print(json.dumps(row), flush=True)
             continue
-        if not (lib / "truth.csv").is_file():
-            subprocess.run(
-                [
-                    sys.executable,
-                    str(SHARED / "bench" / "make_library.py"),
-                    "--lfw",
-                    str(SHARED / "data" / "lfw"),
-                    "--out",
-                    str(lib),
-                    "--seed",
-                    str(seed),
-                    "--labelled",
-                    str(args.labelled),
-                    "--library",
-                    str(args.library),
-                    "--people",
-                    str(args.people),
-                    "--jobs",
-                    "2",
-                ],
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
+        lib = build_library(style, seed, args)
         t = time.perf_counter()
-        run_dir = args.work / "runs" / f"s{seed}"
+        run_dir = args.work / "runs" / f"{tag}s{seed}"
         settings = TrainSettings(
             epochs=args.epochs, imgsz=args.imgsz, seed=seed, wandb="off", embedder=args.embedder
         )
@@ -233,7 +296,7 @@ def main() -> None:
         else:
             res = train_model(
                 lib / "labelled",
-                name=f"s{seed}",
+                name=f"{tag}s{seed}",
                 runs_dir=args.work / "runs",
                 settings=settings,
                 log=lambda m: None,
@@ -249,6 +312,7 @@ def main() -> None:
         det_only.recogniser, det_only.per_class_threshold, det_only.per_class_low = None, {}, {}
         row = {
             "seed": seed,
+            "mask_style": style,
             "embedder": args.embedder,
             "train_seconds": round(train_s, 1),
             "recogniser_cv": {
@@ -256,7 +320,7 @@ def main() -> None:
             },
         } | row_extra
         for name, bundle in (("detector_only", det_only), ("detector_recogniser", full)):
-            out = args.work / f"sorted-s{seed}-{name}"
+            out = args.work / f"sorted-{tag}s{seed}-{name}"
             shutil.rmtree(out, ignore_errors=True)
             secs, stages = classify(lib, out, bundle)
             row[name] = score(lib, out) | {"classify_seconds": round(secs, 1), "stage_cpu_seconds": stages}
@@ -282,13 +346,15 @@ def main() -> None:
         "recall_unmasked",
         "classify_seconds",
     ]
-    print(f"\n{'seed':<5}{'approach':<22}" + "".join(f"{c:>16}" for c in cols) + f"{'train s':>10}")
+    print(
+        f"\n{'seed':<5}{'masks':<8}{'approach':<22}" + "".join(f"{c:>16}" for c in cols) + f"{'train s':>10}"
+    )
     for r in results:
         for name in ("detector_only", "detector_recogniser"):
             if name not in r:
                 continue
             print(
-                f"{r['seed']:<5}{name:<22}"
+                f"{r['seed']:<5}{r.get('mask_style', 'drawn'):<8}{name:<22}"
                 + "".join(f"{r[name][c]:>16}" for c in cols)
                 + f"{r.get('train_seconds', '-')!s:>10}"
             )

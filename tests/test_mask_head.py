@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import defusedxml.ElementTree as ET
@@ -27,9 +29,12 @@ from sorter.heads.mask import (
 )
 
 SAMPLE_TEST = Path(__file__).resolve().parents[1] / "datasets" / "face-mask-sample" / "test"
-# Measured with the shipped head: 0.965 (56 of 58 faces >= 32 px). The floor leaves room for a
-# retrained head or another CPU's rounding, and stays far above chance (0.33; majority class 0.64).
-MIN_SAMPLE_ACCURACY = 0.85
+# Measured with the shipped head on the 27 sample faces >= 32 px (17 with_mask, 5 without_mask,
+# 5 mask_weared_incorrect): 24 right (0.889); the 3 wrong are all mask_weared_incorrect, the 22 with /
+# without a mask all right. The floors leave room for 2 more mistakes (a retrained head, another CPU's
+# rounding) and stay far above chance (0.33) and the majority class (0.63).
+MIN_SAMPLE_ACCURACY = 0.80
+MIN_SAMPLE_ACCURACY_WITH_WITHOUT = 0.90
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +50,18 @@ def test_shipped_head_loads_with_verified_checksum(head):
     probs = head.predict_crops(np.zeros((3, head.size, head.size, 3), np.uint8))
     assert probs.shape == (3, 3)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+
+
+def test_inference_imports_no_torch_and_no_telemetry():
+    code = (
+        "import sys, numpy as np\n"
+        "from sorter.heads.mask import MaskHead\n"
+        "labels, probs = MaskHead(threads=1).predict(np.zeros((80, 80, 3), np.uint8), [(10, 10, 50, 60)])\n"
+        "assert probs.shape == (1, 3), probs.shape\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert sys.modules.get('openvino_telemetry') is None, 'telemetry importable'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_tampered_or_missing_model_is_refused(tmp_path):
@@ -121,6 +138,12 @@ def test_classifies_real_faces_of_the_sample(head):
             assert probs.shape == (len(boxes), 3)
             truth += labels
             pred += got
-    assert len(truth) >= 40 and {"with_mask", "without_mask"} <= set(truth)
-    accuracy = float(np.mean([t == p for t, p in zip(truth, pred, strict=True)]))
+    assert len(truth) >= 25 and set(truth) == set(MASK_CLASSES)
+    right = np.array([t == p for t, p in zip(truth, pred, strict=True)])
+    accuracy = float(right.mean())
     assert accuracy >= MIN_SAMPLE_ACCURACY, f"accuracy {accuracy:.3f} on {len(truth)} faces >= 32 px"
+    plain = np.array([t != "mask_weared_incorrect" for t in truth])
+    accuracy = float(right[plain].mean())
+    assert accuracy >= MIN_SAMPLE_ACCURACY_WITH_WITHOUT, (
+        f"accuracy {accuracy:.3f} on {plain.sum()} with_mask / without_mask faces >= 32 px"
+    )

@@ -55,6 +55,9 @@ class Bundle:
     # Labelled boxes as fractions of the face detector's (x0, y0, x1, y1), learnt from the training
     # labels (sorter.training.detection.learn_box_map): how this labeller draws a face. None: default.
     box_map: list[float] | None = None
+    # What classify sorts by with this model: "person" (a recogniser, or YOLO's classes), or "mask" (the
+    # labels were mask states: the face detector and the mask head do the sorting)
+    sorts_by: str = "person"
 
     @property
     def weights_path(self) -> Path:

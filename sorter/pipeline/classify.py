@@ -27,11 +27,10 @@ from sorter.io import place as placing
 from sorter.io.bundle import Bundle
 from sorter.io.index import Index
 from sorter.io.scan import scan
-from sorter.models.onet import cached_onet
 from sorter.models.yolo import min_box_score
 from sorter.pipeline.analyse import Analyser, analyse_all
 from sorter.pipeline.decide import decide
-from sorter.pipeline.masks import ACCEPT, LOW, MaskSorter
+from sorter.pipeline.masks import ACCEPT, LOW, mask_sorter
 from sorter.pipeline.recognise import FaceRecogniser, load_recogniser
 from sorter.records import Face, Photo, Problem
 from sorter.settings import ClassifySettings
@@ -179,13 +178,15 @@ def classify_library(
     if library == out or out in library.parents:
         raise ClassifyError(f"{out}: the output folder cannot be the library or contain it")
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    by = s.by or ("mask" if bundle is None or (bundle.mask_head and not bundle.recogniser) else "person")
+    by = s.by or ("mask" if bundle is None else bundle.sorts_by)
     if bundle is None and by != "mask":
         raise ClassifyError("sorting by person needs a model folder (--model RUN from photosort train)")
-    masks = _mask_sorter(bundle) if by == "mask" else None
+    masks = mask_sorter(bundle) if by == "mask" else None
     recogniser = load_recogniser(bundle) if bundle is not None and masks is None else None
     if masks is not None:
         accept, low = masks.thresholds()
+        if bundle is not None and bundle.sorts_by == "mask":
+            accept, low = bundle.thresholds()
         if s.threshold is not None or s.band is not None:
             t = ACCEPT if s.threshold is None else s.threshold
             accept = dict.fromkeys(accept, t)
@@ -362,12 +363,3 @@ def _bar(total: int, enabled: bool):
     return tqdm(
         total=total, unit="photo", disable=not enabled, dynamic_ncols=True, smoothing=0.1, file=sys.stderr
     )
-
-
-def _mask_sorter(bundle: Bundle | None) -> MaskSorter:
-    """The mask sorter of a model folder (its own head when trained on mask states), or the shipped one."""
-    if bundle is None:
-        return MaskSorter(onet_ir=cached_onet())
-    head = bundle.path / bundle.mask_head if bundle.mask_head else None
-    ir = bundle.path / bundle.face_detector if bundle.face_detector else cached_onet()
-    return MaskSorter(head_path=head, onet_ir=ir)

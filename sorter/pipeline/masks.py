@@ -15,7 +15,9 @@ from pathlib import Path
 
 from sorter.boxes import from_detector_box
 from sorter.heads.mask import MASK_CLASSES, MaskHead
+from sorter.io.bundle import Bundle
 from sorter.io.decode import WORK_SIDE
+from sorter.models.onet import cached_onet
 from sorter.models.registry import FaceDetector, face_detector
 from sorter.pipeline.faces import find, merge
 from sorter.pipeline.features import MASKED_AT, MaskStep
@@ -86,3 +88,12 @@ class MaskSorter:
         head = self._masks.head.load().meta.get("sha256")
         what = [self._detector.settings(), head, WORK_SIDE]
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def mask_sorter(bundle: Bundle | None) -> MaskSorter:
+    """The mask sorter of a model folder (its own head when trained on mask states), or the shipped one."""
+    if bundle is None:
+        return MaskSorter(onet_ir=cached_onet())
+    head = bundle.path / bundle.mask_head if bundle.mask_head else None
+    ir = bundle.path / bundle.face_detector if bundle.face_detector else cached_onet()
+    return MaskSorter(head_path=head, onet_ir=ir)

@@ -12,7 +12,7 @@ from sorter.io.bundle import Bundle, write_json_atomic
 from sorter.io.labels import format_problems, read_labelled
 from sorter.records import LabelledSet
 from sorter.training.dataset import build_yolo_dataset
-from sorter.training.measure import log_metrics, measure
+from sorter.training.measure import log_metrics, measure, system_lines
 from sorter.training.tracking import Tracker
 
 
@@ -67,9 +67,10 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     box, photo = metrics["detector"], metrics["photo"]
     lines = [
         f"{metrics['val_photos']} photos",
-        f"faces   precision {box['precision']:.3f}  recall {box['recall']:.3f}  mAP50 {box['mAP50']:.3f}"
+        f"YOLO    precision {box['precision']:.3f}  recall {box['recall']:.3f}  mAP50 {box['mAP50']:.3f}"
         f"  mAP50-95 {box['mAP50-95']:.3f}",
         f"photos  precision {photo['precision']:.3f}  recall {photo['recall']:.3f}  f1 {photo['f1']:.3f}",
+        *system_lines(metrics),
         f"{'class':<24} {'P':>6} {'R':>6} {'AP50':>6} {'AP50-95':>8} {'photo P':>8} {'photo R':>8}",
     ]
     for c in metrics["classes"]:

@@ -80,7 +80,7 @@ def _collect_one(
     m = [masked for _, _, masked in masks.states(rgb, [u for _, u, _, _ in items])]
     out = []
     for k, (name, use, lm, lb) in enumerate(items):
-        x_aug = featuriser.masked_copy(draw_synthetic_mask(rgb, lb, rng), use, lm, x[k])
+        x_aug = featuriser.masked_copy(draw_synthetic_mask(rgb, lb, rng, landmarks=lm), use, lm, x[k])
         out.append(_Sample(photo=i, label=name, x=x[k], x_aug=x_aug, masked=float(m[k])))
     return out
 

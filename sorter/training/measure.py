@@ -16,6 +16,7 @@ from sorter.io.bundle import Bundle
 from sorter.models.yolo import load_yolo, min_box_score, pick_device
 from sorter.pipeline.analyse import Analyser
 from sorter.pipeline.decide import decide
+from sorter.pipeline.masks import mask_sorter
 from sorter.records import Face, LabelledImage, Photo
 from sorter.training.detection import learn_box_map, match_pairs, predictions, system_metrics
 from sorter.training.tracking import Tracker
@@ -107,12 +108,14 @@ def analyse_labelled(
     each face the face detector found is embedded once. Photos that cannot be read are left out.
     """
     accept, low = bundle.thresholds()
+    masks = mask_sorter(bundle) if bundle.sorts_by == "mask" else None
     analyser = Analyser(
         bundle=bundle,
         device=device,
-        min_score=min_box_score(bool(bundle.recogniser), low),  # as classify runs it
+        min_score=min_box_score(bool(bundle.recogniser) or masks is not None, low),  # as classify runs it
         use_detector=True,
         yolo=yolo,
+        masks=masks,
     )
     with_det: list[PhotoScore] = []
     alone: list[PhotoScore] = []
@@ -126,9 +129,9 @@ def analyse_labelled(
         boxes = [(b.xyxy, b.name) for b in img.boxes]
         for out, found in zip((with_det, alone), faces, strict=True):
             if found is not None:
-                dec = decide(photo, found, accept, low)
+                dec = decide(photo, found, accept, low, exclusive=masks is None)
                 out.append(PhotoScore(truth, dec.accepted, dec.uncertain, found, boxes))
-    return with_det, (alone if bundle.recogniser else None)
+    return with_det, (alone if bundle.recogniser or masks is not None else None)
 
 
 def measure(
@@ -193,7 +196,8 @@ def choose_detector(with_detector: dict[str, Any], alone: dict[str, Any]) -> dic
 def learn_labeller_boxes(bundle: Bundle, images: list[LabelledImage], device: str | None) -> list[float]:
     """How the labeller draws a face against the face detector's box (:func:`learn_box_map`), from
     (up to 150 of) the training photos: the system's boxes are then scored in the labeller's style."""
-    analyser = Analyser(bundle=bundle, device=device, min_score=1.0, use_detector=False)
+    masks = mask_sorter(bundle) if bundle.sorts_by == "mask" else None
+    analyser = Analyser(bundle=bundle, device=device, min_score=1.0, use_detector=False, masks=masks)
     pairs = []
     for img in images[:150]:
         st = img.image.stat()
@@ -281,3 +285,21 @@ def log_metrics(tracker: Tracker, metrics: dict[str, Any], classes: list[str], p
         ],
         rows,
     )
+
+
+def system_lines(metrics: dict[str, Any], indent: str = "") -> list[str]:
+    """The system-as-detector figures for the train and evaluate summaries (empty if not measured)."""
+    system = metrics.get("system")
+    if not system:
+        return []
+    lines = [
+        f"{indent}system  precision {system['precision']:.3f}  recall {system['recall']:.3f}  "
+        f"mAP50 {system['mAP50']:.3f}  mAP50-95 {system['mAP50-95']:.3f}  "
+        "(face detector + heads, as classify runs; boxes scored like a detector's)"
+    ]
+    for c, v in system["per_class"].items():
+        lines.append(
+            f"{indent}  {c:<24} P {v['precision']:.3f}  R {v['recall']:.3f}  AP50 {v['ap50']:.3f}  "
+            f"AP50-95 {v['ap50_95']:.3f}  ({v['boxes']} boxes)"
+        )
+    return lines

@@ -20,16 +20,18 @@ from typing import Any
 
 from sorter.errors import PhotosortError
 from sorter.heads.identity import read_model
+from sorter.heads.mask import MASK_CLASSES
 from sorter.io.bundle import Bundle, write_json_atomic
 from sorter.io.labels import format_problems, read_labelled, summary
 from sorter.models.onet import export_onet
 from sorter.models.yolo import load_yolo, pick_device
 from sorter.pipeline.features import DLIB, SFACE
+from sorter.pipeline.masks import MaskSorter
 from sorter.settings import TrainSettings
 from sorter.training.dataset import build_yolo_dataset, split
 from sorter.training.export import export_detector
 from sorter.training.fit import fit_recogniser
-from sorter.training.measure import learn_labeller_boxes, log_metrics, measure
+from sorter.training.measure import learn_labeller_boxes, log_metrics, measure, system_lines
 from sorter.training.tracking import Tracker
 
 FACE_DETECTOR_DIR = "face_detector"
@@ -57,10 +59,11 @@ class TrainResult:
         lines = [
             f"model saved to {self.run_dir}  ({self.seconds / 60:.1f} min)",
             f"validation: {m['val_photos']} photos",
-            f"  faces   precision {box['precision']:.3f}  recall {box['recall']:.3f}  "
+            f"  YOLO    precision {box['precision']:.3f}  recall {box['recall']:.3f}  "
             f"mAP50 {box['mAP50']:.3f}  mAP50-95 {box['mAP50-95']:.3f}",
             f"  photos  precision {photo['precision']:.3f}  recall {photo['recall']:.3f}  "
             f"(at threshold {self.bundle.threshold:.2f})",
+            *system_lines(m, "  "),
         ]
         lines.append(
             f"  {'person':<24} {'AP50':>6} {'AP50-95':>8} {'photo P':>8} {'photo R':>8} {'photos':>7}"
@@ -182,7 +185,14 @@ def train_model(
         settings=config,
     )
     recogniser_cv = None
-    if s.recogniser:
+    if s.recogniser and set(labelled.classes) <= set(MASK_CLASSES):
+        # Mask states, not people: the mask head tells them apart, the identity model has nothing to do.
+        bundle.sorts_by = "mask"
+        bundle.per_class_threshold, bundle.per_class_low = MaskSorter().thresholds()
+        add_face_detector(bundle, log)
+        bundle.box_map = learn_labeller_boxes(bundle, train_images, device)
+        log("labels are mask states: classify sorts by mask state with the mask head (photosort's own)")
+    elif s.recogniser:
         # Fit on the training side only, so the validation figures below are honest.
         recogniser_cv = add_recogniser(bundle, labelled, train_images, s, log)
         bundle.box_map = learn_labeller_boxes(bundle, train_images, device)
@@ -241,10 +251,16 @@ def add_recogniser(
     bundle.recogniser = RECOGNISER_FILE
     meta, _ = read_model(path)
     bundle.per_class_threshold, bundle.per_class_low = dict(meta["accept"]), dict(meta["low"])
+    add_face_detector(bundle, log)
+    return cv
+
+
+def add_face_detector(bundle: Bundle, log: Callable[[str], Any]) -> None:
+    """ONet as OpenVINO IR in the model folder, so that classify runs the face detector without torch
+    (~0.5 GB less in each worker)."""
     bundle.face_detector = None
-    try:  # so that classify runs the face detector without torch (~0.5 GB less in each worker)
+    try:
         ir = export_onet(bundle.path / FACE_DETECTOR_DIR)
         bundle.face_detector = ir.relative_to(bundle.path).as_posix()
     except Exception as exc:  # noqa: BLE001 - classify then runs ONet with torch: slower start, same faces
-        log(f"recogniser: face detector not exported to OpenVINO ({type(exc).__name__}: {exc}); using torch")
-    return cv
+        log(f"face detector not exported to OpenVINO ({type(exc).__name__}: {exc}); using torch")
