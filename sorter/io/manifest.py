@@ -45,11 +45,12 @@ def counted_faces(d: Decision) -> int:
     return len(kept_faces(d))
 
 
-def faces_detail(d: Decision) -> list[dict[str, object]]:
+def faces_detail(d: Decision, people: bool = True) -> list[dict[str, object]]:
     """One object per kept face: its box (full-size displayed px), who (or None) with what score, and
-    its mask state. ``person`` is set where the face is someone's in this photo (sorted or uncertain)."""
+    its mask state. ``person`` is set where the face is someone's in this photo (sorted or uncertain);
+    ``people`` False (sorting by mask state): no one is named, ``score`` is the mask state's."""
     named = set(d.accepted) | set(d.uncertain)
-    who = {k: p for p, k in d.assigned.items() if p in named}
+    who = {k: p for p, k in d.assigned.items() if p in named} if people else {}
     out = []
     for k in kept_faces(d):
         f = d.faces[k]
@@ -67,7 +68,7 @@ def faces_detail(d: Decision) -> list[dict[str, object]]:
     return out
 
 
-def row(d: Decision, sha: str, copies: list[str]) -> list[str]:
+def row(d: Decision, sha: str, copies: list[str], people: bool = True) -> list[str]:
     status = "sorted" if d.accepted else ("uncertain" if d.uncertain else "no_person")
     people = ";".join(f"{p}:{s:.3f}" for p, s in sorted(d.people.items(), key=lambda x: -x[1]))
     return [
@@ -80,7 +81,7 @@ def row(d: Decision, sha: str, copies: list[str]) -> list[str]:
         ";".join(copies),
         str(counted_faces(d)),
         d.reason,
-        json.dumps(faces_detail(d), separators=(",", ":")),
+        json.dumps(faces_detail(d, people), separators=(",", ":")),
     ]
 
 

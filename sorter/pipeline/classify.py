@@ -61,6 +61,7 @@ class ClassifyReport:
     seconds: float = 0.0
     dry_run: bool = False
     detector: bool = True  # did the YOLO detector run beside the recogniser's face detector?
+    by: str = "person"
 
     @property
     def exit_code(self) -> int:
@@ -74,13 +75,15 @@ class ClassifyReport:
         for person, n in sorted(self.per_person.items()):
             lines.append(f"  {person:<24} {n:>6}")
         lines.append(f"  {'uncertain (review by hand)':<24} {self.uncertain:>6}")
-        lines.append(f"  {'no known person':<24} {self.no_person:>6}")
+        lines.append(
+            f"  {'no known person' if self.by == 'person' else 'no face found':<24} {self.no_person:>6}"
+        )
         if self.problems:
             lines.append(f"  {'unreadable / problems':<24} {len(self.problems):>6}")
             lines.extend(f"    {p}" for p in self.problems[:50])
             if len(self.problems) > 50:
                 lines.append(f"    ... and {len(self.problems) - 50} more (see manifest.csv)")
-        if not self.detector:
+        if not self.detector and self.by == "person":
             lines.append("  (YOLO detector not run: it sorted no better at training; --detector on runs it)")
         rate = self.photos / self.seconds if self.seconds else 0.0
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(self.stage_seconds.items()))
@@ -213,7 +216,7 @@ def classify_library(
         key = model_key(bundle, use_detector)
     # Stored face vectors stay valid for a retrained recogniser on the same detector: re-score, no decode.
     ekey = embed_key(bundle, recogniser, use_detector) if recogniser is not None and bundle else None
-    report = ClassifyReport(out=out, dry_run=s.dry_run, detector=use_detector)
+    report = ClassifyReport(out=out, dry_run=s.dry_run, detector=use_detector, by=by)
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
@@ -354,7 +357,8 @@ class Commit:
             report.uncertain += 1
         if not decision.accepted and not decision.uncertain:
             report.no_person += 1
-        self.rows.append(manifest.row(decision, sha, [str(c.relative_to(out)) for c in copies]))
+        copied = [str(c.relative_to(out)) for c in copies]
+        self.rows.append(manifest.row(decision, sha, copied, people=self.exclusive))
 
 
 def _bar(total: int, enabled: bool):
