@@ -347,18 +347,29 @@ def classify(
 @model_option
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the metrics as JSON to this file.",
+)
 @wandb_option("Log the evaluation to wandb (offline: into the model folder).")
 @_errors
-def evaluate(data: Path, model: Path, device: str | None, as_json: bool, wandb_mode: str) -> None:
+def evaluate(
+    data: Path, model: Path, device: str | None, as_json: bool, out: Path | None, wandb_mode: str
+) -> None:
     """Measure a model on DATA, a labelled folder it was not trained on.
 
-    Reports face-box precision, recall, mAP50 and mAP50-95 per class, and photo-level precision and
-    recall per person (what the sorted folders would look like).
+    Reports the YOLO detector's face-box precision, recall, mAP50 and mAP50-95 per class; the whole
+    system's (face detector + heads, as classify runs it) scored the same way; and photo-level
+    precision and recall per person (what the sorted folders would look like). --json adds them as
+    keys "detector", "system" and "photo".
     """
     from sorter.api import evaluate as do_evaluate
     from sorter.training.evaluate import format_metrics
 
-    metrics = do_evaluate(data, model, device=device, wandb=wandb_mode)
+    metrics = do_evaluate(data, model, device=device, wandb=wandb_mode, out=out)
     click.echo(json.dumps(metrics, indent=1) if as_json else format_metrics(metrics))
 
 

@@ -100,3 +100,35 @@ def test_manifest_counts_faces_not_candidates() -> None:
     photo = Photo(path=Path("x.jpg"), rel=Path("x.jpg"), size=1, mtime_ns=1)
     d = Decision(photo=photo, faces=faces, people={"ava": 0.9}, accepted=["ava"], uncertain=[], reason="")
     assert counted_faces(d) == 3
+
+
+def test_an_index_written_by_an_earlier_photosort_still_opens(tmp_path: Path) -> None:
+    """Version 0 (no embed_key column, faces without mask state): its rows stay, the schema moves on,
+    and its faces read with the mask state unknown rather than "unmasked"."""
+    import json
+    import sqlite3
+
+    from sorter.io.index import SCHEMA_VERSION, Index
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE photos (rel TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+        " sha256 TEXT, model TEXT NOT NULL, faces TEXT, error TEXT, copies TEXT NOT NULL DEFAULT '[]')"
+    )
+    face = {"xyxy": [1, 2, 30, 40], "det_score": 0.9, "scores": {"ava": 0.8}, "masked": True}
+    db.execute(
+        "INSERT INTO photos VALUES (?,?,?,?,?,?,?,?)",
+        ("a.jpg", 10, 20, "ab" * 32, "m1", json.dumps([face]), None, '["ava/a.jpg"]'),
+    )
+    db.commit()
+    db.close()
+    index = Index(path)
+    hit = index.lookup("a.jpg", 10, 20, "m1")
+    index.close()
+    assert hit is not None and hit["copies"] == ["ava/a.jpg"]
+    (f,) = hit["faces"]
+    assert f.scores == {"ava": 0.8} and f.masked is True and f.mask is None and f.mask_score is None
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert "embed_key" in {r[1] for r in db.execute("PRAGMA table_info(photos)")}

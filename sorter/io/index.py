@@ -22,6 +22,7 @@ import numpy as np
 from sorter.io.place import DiskFullError
 from sorter.records import Face
 
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS photos (
     rel TEXT PRIMARY KEY,
@@ -51,6 +52,11 @@ class Index:
                 cols = {r[1] for r in self.db.execute("PRAGMA table_info(photos)")}
                 if "embed_key" not in cols:  # an index written by an earlier photosort
                     self.db.execute("ALTER TABLE photos ADD COLUMN embed_key TEXT")
+                    self.db.commit()
+                # Version 2: each stored face may carry "mask" and "mask_score" (the mask head's). Rows of
+                # version 1 keep their faces; they read as mask unknown (None) until re-analysed.
+                if self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     self.db.commit()
         except BaseException:
             self.db.close()

@@ -12,6 +12,7 @@ the model bundle (with checksums like every other model file), so it is made onc
 from __future__ import annotations
 
 import shutil
+import warnings
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -62,11 +63,14 @@ def export_detector(
     dest = bundle.path / EXPORT_DIR
     shutil.rmtree(dest, ignore_errors=True)
     try:
-        made = Path(
-            load_yolo(bundle.weights_path).export(
-                format="openvino", imgsz=bundle.imgsz, half=False, int8=False, dynamic=True, verbose=False
+        with warnings.catch_warnings():
+            # the exporter traces with torch.jit.trace, deprecated in torch 2.14: nothing a user can act on
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+            made = Path(
+                load_yolo(bundle.weights_path).export(
+                    format="openvino", imgsz=bundle.imgsz, half=False, int8=False, dynamic=True, verbose=False
+                )
             )
-        )
         shutil.move(str(made), dest)
         exported = load_yolo(dest)
         box = box_metrics(exported, data_yaml, bundle.classes, bundle.imgsz, "cpu", batch=1)

@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 # The texture is computed at most this many pixels across half the mask, then scaled up: a photo's
@@ -185,6 +184,8 @@ def _texture(spec: MaskSpec, fx, fy, t, v, colh, half, aa) -> tuple[np.ndarray, 
 
 def render(crop: np.ndarray, off: tuple[int, int], fr: FaceFrame, spec: MaskSpec, rng) -> np.ndarray:
     """``crop`` (uint8 RGB at image offset ``off``) with the mask drawn on; a new array."""
+    import cv2  # here, not at import: importing sorter stays light
+
     p = spec.p
     hh, ww = crop.shape[:2]
     poly, straps, lw = plan(fr, spec)
