@@ -12,8 +12,8 @@ the model bundle (with checksums like every other model file), so it is made onc
 from __future__ import annotations
 
 import shutil
-import warnings
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
