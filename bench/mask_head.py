@@ -12,10 +12,14 @@ validation split is grouped by photo, byte-identical photos (sha256) kept on one
 Steps: (1) train the same small CNN three times on the train split, once per way of handling the class
 imbalance (class-weighted cross-entropy, focal loss gamma 2, a class-balanced sampler), score each on
 the validation photos (macro-F1, then mask_weared_incorrect recall); (2) retrain the best on the whole
-train side; (3) export it to ONNX (opset 17, dynamic batch) with a JSON beside it; (4) load that file
-through sorter.heads.mask.MaskHead (OpenVINO, no torch) and score the test side, by face size, and
-time it on one thread. Writes bench/results/mask_head.json and prints a table. Deterministic given
---seed (same machine, same thread count).
+train side; (3) export it to ONNX (opset 17, dynamic batch) with a JSON beside it and its torch
+state_dict (``mask_head.pt``, where ``photosort train`` starts fine-tuning; sha256 in the JSON);
+(4) load that file through sorter.heads.mask.MaskHead (OpenVINO, no torch) and score the test side, by
+face size, and time it on one thread. Writes bench/results/mask_head.json and prints a table.
+Deterministic given --seed (same machine, same thread count). ``--final-only --loss focal``: step (2)
+onwards only, the validation figures reused from the --results file of a full run. The network,
+augmentation, loss and training loop are ``sorter.training.mask_head`` (one definition with
+``photosort train``).
 """
 
 from __future__ import annotations
@@ -23,8 +27,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
-import os
 import re
 import shlex
 import sys
@@ -36,13 +38,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sorter.heads.mask import (  # noqa: E402
-    DEFAULT_MEAN,
-    DEFAULT_STD,
-    MASK_CLASSES,
-    MaskHead,
-    crop,
-    to_input,
+from sorter.heads.mask import MASK_CLASSES, MaskHead, crop  # noqa: E402
+from sorter.training.mask_fit import describe, export, write_json  # noqa: E402
+from sorter.training.mask_head import (  # noqa: E402
+    count,
+    grouped_split,
+    jitter_box,
+    metrics,
+    predict_torch,
+    train,
 )
 
 LOSSES = ("weighted_ce", "focal", "sampler")
@@ -91,21 +95,13 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def split_val(train_side: list[dict], frac: float, seed: int) -> tuple[set[int], list[list[int]]]:
     """Photo numbers of the validation split: whole sha256 groups, stratified on the rare class."""
-    groups: dict[str, list[dict]] = {}
+    val = grouped_split(
+        [p["sha256"] for p in train_side], [set(p["labels"]) for p in train_side], frac, seed, priority=(2, 1)
+    )  # buckets: has mask_weared_incorrect / has without_mask / rest
+    groups: dict[str, list[int]] = {}
     for p in train_side:
-        groups.setdefault(p["sha256"], []).append(p)
-    rng = np.random.default_rng([seed, 7])
-    buckets: list[list[list[dict]]] = [[], [], []]  # has mask_weared_incorrect / has without_mask / rest
-    for g in groups.values():
-        labs = {lab for p in g for lab in p["labels"]}
-        buckets[0 if 2 in labs else 1 if 1 in labs else 2].append(g)
-    val: set[int] = set()
-    for bucket in buckets:
-        order = rng.permutation(len(bucket))
-        for i in order[: int(round(frac * len(bucket)))]:
-            val.update(p["n"] for p in bucket[i])
-    dups = [sorted(p["n"] for p in g) for g in groups.values() if len(g) > 1]
-    return val, dups
+        groups.setdefault(p["sha256"], []).append(p["n"])
+    return {train_side[i]["n"] for i in val}, [sorted(g) for g in groups.values() if len(g) > 1]
 
 
 def faces_of(photos: list[dict], min_side: float = 0.0) -> list[tuple[int, tuple, int]]:
@@ -119,213 +115,7 @@ def faces_of(photos: list[dict], min_side: float = 0.0) -> list[tuple[int, tuple
     return out
 
 
-# ------------------------------------------------------------------------------------ augmentation
-def jitter_box(box: tuple, rng: np.random.Generator) -> tuple:
-    """A labelled box as a face detector might give it: shift +-10%, scale 0.85-1.2, aspect +-15%."""
-    x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
-    s = rng.uniform(0.85, 1.2)
-    a = math.exp(rng.uniform(-0.15, 0.15))
-    cx = (x0 + x1) / 2 + rng.uniform(-0.1, 0.1) * w
-    cy = (y0 + y1) / 2 + rng.uniform(-0.1, 0.1) * h
-    nw, nh = w * s * a, h * s / a
-    return (cx - nw / 2, cy - nh / 2, cx + nw / 2, cy + nh / 2)
-
-
-def augment(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    import cv2
-
-    size = c.shape[0]
-    if rng.random() < 0.5:
-        c = c[:, ::-1]
-    angle = rng.uniform(-10, 10)
-    m = cv2.getRotationMatrix2D((size / 2 - 0.5, size / 2 - 0.5), angle, 1.0)
-    c = cv2.warpAffine(
-        np.ascontiguousarray(c), m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-    )
-    r = rng.random()
-    if r < 0.3:  # a tiny face: down to 6-32 px and back, as crop() upsamples one
-        side = int(rng.integers(6, 33))
-        c = cv2.resize(
-            cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA),
-            (size, size),
-            interpolation=cv2.INTER_LINEAR,
-        )
-    elif r < 0.45:
-        c = cv2.GaussianBlur(c, (0, 0), rng.uniform(0.4, 1.3))
-    x = c.astype(np.float32)
-    if rng.random() < 0.8:  # colour: brightness, contrast, saturation
-        gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
-        sat = rng.uniform(0.6, 1.4) if rng.random() > 0.05 else 0.0
-        x = gray[..., None] + (x - gray[..., None]) * sat
-        x = (x - x.mean()) * rng.uniform(0.7, 1.3) + x.mean() * rng.uniform(0.7, 1.3)
-        x = x + rng.normal(0, 3, size=3).astype(np.float32)
-    c = np.clip(x, 0, 255).astype(np.uint8)
-    if rng.random() < 0.25:  # JPEG, as the photos classify sees
-        ok, buf = cv2.imencode(".jpg", c, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(35, 95))])
-        if ok:
-            c = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    return c
-
-
-# ------------------------------------------------------------------------------------------- model
-def make_model(width: tuple[int, ...] = (16, 32, 64, 96)):
-    import torch.nn as nn
-
-    def cbr(cin: int, cout: int) -> list:
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-    layers: list = []
-    cin = 3
-    for i, c in enumerate(width):
-        layers += cbr(cin, c) + (cbr(c, c) if i > 0 else []) + [nn.MaxPool2d(2)]
-        cin = c
-    return nn.Sequential(
-        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, len(MASK_CLASSES))
-    )
-
-
-def loss_fn(kind: str, counts: np.ndarray):
-    import torch
-    import torch.nn.functional as F
-
-    if kind == "weighted_ce":
-        w = torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
-        return lambda logits, y: F.cross_entropy(logits, y, weight=w)
-    if kind == "focal":
-
-        def focal(logits, y, gamma=2.0):
-            logp = F.log_softmax(logits, 1).gather(1, y[:, None])[:, 0]
-            return (-((1 - logp.exp()) ** gamma) * logp).mean()
-
-        return focal
-    if kind == "sampler":
-        return lambda logits, y: F.cross_entropy(logits, y)
-    raise ValueError(kind)
-
-
-def make_batch(images, faces, idx, size, margin, rng, train: bool) -> tuple[np.ndarray, np.ndarray]:
-    crops, ys = [], []
-    for k in idx:
-        i, box, lab = faces[k]
-        if train:
-            c = augment(crop(images[i], jitter_box(box, rng), size, margin), rng)
-        else:
-            c = crop(images[i], box, size, margin)
-        crops.append(c)
-        ys.append(lab)
-    return to_input(np.stack(crops), DEFAULT_MEAN, DEFAULT_STD), np.array(ys, np.int64)
-
-
-def predict_torch(model, images, faces, size, margin, batch=256) -> np.ndarray:
-    import torch
-
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(faces), batch):
-            x, _ = make_batch(images, faces, range(s, min(s + batch, len(faces))), size, margin, None, False)
-            out.append(torch.softmax(model(torch.from_numpy(x)), 1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(MASK_CLASSES)), np.float32)
-
-
-def train(
-    images,
-    faces,
-    kind: str,
-    epochs: int,
-    size: int,
-    margin: float,
-    seed: int,
-    batch: int,
-    lr: float,
-    val=None,
-    log=print,
-):
-    """Train one model; ``val`` = (images, faces) scored after every epoch (curve)."""
-    import torch
-
-    torch.manual_seed(seed)
-    model = make_model().to(memory_format=torch.channels_last)  # 1.4-2x faster on a CPU (measured)
-    labels = np.array([f[2] for f in faces])
-    counts = np.bincount(labels, minlength=len(MASK_CLASSES)).astype(np.float64)
-    crit = loss_fn(kind, counts)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
-    steps = epochs * math.ceil(len(faces) / batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    sample_p = (1.0 / counts)[labels]
-    sample_p /= sample_p.sum()
-    curve = []
-    t0 = time.time()
-    for ep in range(epochs):
-        rng = np.random.default_rng([seed, ep, 1])
-        if kind == "sampler":
-            order = rng.choice(len(faces), size=len(faces), replace=True, p=sample_p)
-        else:
-            order = rng.permutation(len(faces))
-        model.train()
-        tot, nb = 0.0, 0
-        for s in range(0, len(order), batch):
-            idx = order[s : s + batch]
-            if len(idx) < 2:
-                continue
-            x, y = make_batch(images, faces, idx, size, margin, rng, True)
-            xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-            loss = crit(model(xt), torch.from_numpy(y))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += loss.item()
-            nb += 1
-        entry = {"epoch": ep + 1, "loss": round(tot / max(nb, 1), 4), "seconds": round(time.time() - t0, 1)}
-        if val is not None:
-            m = metrics(np.array([f[2] for f in val[1]]), predict_torch(model, *val, size, margin).argmax(1))
-            entry["val_macro_f1"] = m["macro_f1"]
-            entry["val_incorrect_recall"] = m["per_class"]["mask_weared_incorrect"]["recall"]
-        curve.append(entry)
-        log(
-            f"  [{kind}] epoch {ep + 1}/{epochs} "
-            + " ".join(f"{k}={v}" for k, v in entry.items() if k != "epoch")
-        )
-    model.eval()
-    return model.to(memory_format=torch.contiguous_format), curve, time.time() - t0
-
-
 # ----------------------------------------------------------------------------------------- metrics
-def metrics(y: np.ndarray, pred: np.ndarray) -> dict:
-    k = len(MASK_CLASSES)
-    cm = np.zeros((k, k), np.int64)
-    for a, b in zip(y, pred, strict=True):
-        cm[a, b] += 1
-    per = {}
-    for c, name in enumerate(MASK_CLASSES):
-        tp = cm[c, c]
-        p = tp / cm[:, c].sum() if cm[:, c].sum() else 0.0
-        r = tp / cm[c].sum() if cm[c].sum() else 0.0
-        f = 2 * p * r / (p + r) if p + r else 0.0
-        per[name] = {
-            "precision": round(float(p), 4),
-            "recall": round(float(r), 4),
-            "f1": round(float(f), 4),
-            "support": int(cm[c].sum()),
-        }
-    present = [n for n in MASK_CLASSES if per[n]["support"]]
-    return {
-        "faces": int(len(y)),
-        "accuracy": round(float((y == pred).mean()), 4) if len(y) else None,
-        "macro_f1": round(float(np.mean([per[n]["f1"] for n in present])), 4) if present else None,
-        "per_class": per,
-        "confusion": {"rows_true_cols_pred": list(MASK_CLASSES), "matrix": cm.tolist()},
-    }
-
-
-def count(faces: list) -> dict[str, int]:
-    """Faces per class."""
-    n = np.bincount([f[2] for f in faces], minlength=len(MASK_CLASSES)).tolist()
-    return dict(zip(MASK_CLASSES, n, strict=True))
-
-
 def by_size(y, pred, short_sides) -> dict:
     out = {}
     for lo in (0, 16, 32):
@@ -416,6 +206,12 @@ def main() -> None:
         help="torch threads (1: with another job on the 2 cores, 2 threads ran 6x slower, measured)",
     )
     ap.add_argument("--no-export", action="store_true", help="compare only; do not write --out")
+    ap.add_argument(
+        "--final-only",
+        action="store_true",
+        help="skip the comparison: retrain the final model only, with --loss and --size as chosen by the "
+        "full run whose --results file is reused for the validation figures",
+    )
     args = ap.parse_args()
 
     import cv2
@@ -444,7 +240,7 @@ def main() -> None:
     img_tr = [read_rgb(p["path"]) for p in tr]
     img_va = [read_rgb(p["path"]) for p in va]
     f_tr, f_va = faces_of(tr), faces_of(va)
-    print(f"faces: train {count(f_tr)}, val {count(f_va)}")
+    print(f"faces: train {count(f[2] for f in f_tr)}, val {count(f[2] for f in f_va)}")
 
     results: dict = {
         "benchmark": "mask-state head (sorter/heads/mask.py), bench/mask_head.py",
@@ -464,58 +260,72 @@ def main() -> None:
             "test_side": "N % 8 == 0 (used once, for the final figures)",
             "train_side": "N % 8 != 0",
             "photos": {"train": len(tr), "val": len(va), "test": len(test_side)},
-            "faces": {"train": count(f_tr), "val": count(f_va)},
+            "faces": {"train": count(f[2] for f in f_tr), "val": count(f[2] for f in f_va)},
             "duplicates": DUP_NOTE,
             "duplicate_groups_train_side": dups,
             "duplicates_across_test_and_train": cross,
         },
     }
 
-    # (1) compare the imbalance methods on the validation split
-    comp_epochs = args.compare_epochs or args.epochs
-    kinds = LOSSES if args.loss == "auto" else (args.loss,)
-    comparison = {}
-    y_va = np.array([f[2] for f in f_va])
+    # (1) compare the imbalance methods on the validation split (--final-only: reuse a full run's)
+    if args.final_only:
+        prev = json.loads(args.results.read_text(encoding="utf-8"))
+        if (prev.get("chosen_loss"), prev.get("chosen_size")) != (args.loss, args.size):
+            raise SystemExit(
+                f"--final-only: {args.results} chose loss {prev.get('chosen_loss')} at "
+                f"{prev.get('chosen_size')} px; pass those as --loss and --size"
+            )
+        for k in ("validation_comparison", "chosen_loss", "choice_rule", "size_comparison", "chosen_size"):
+            if k in prev:
+                results[k] = prev[k]
+        results["final_only"] = f"step (1) not rerun: its figures are from {prev.get('command')}"
+        comparison, best, size = prev["validation_comparison"], args.loss, args.size
+    else:
+        comp_epochs = args.compare_epochs or args.epochs
+        kinds = LOSSES if args.loss == "auto" else (args.loss,)
+        comparison = {}
+        y_va = np.array([f[2] for f in f_va])
 
-    def val_run(kind: str, size: int) -> dict:
-        model, curve, secs = train(
-            img_tr, f_tr, kind, comp_epochs, size, args.margin, args.seed, args.batch, args.lr,
-            val=(img_va, f_va),
-        )  # fmt: skip
-        m = metrics(y_va, predict_torch(model, img_va, f_va, size, args.margin).argmax(1))
-        print(
-            f"{kind} at {size} px: val macro-F1 {m['macro_f1']}, incorrect recall "
-            f"{m['per_class']['mask_weared_incorrect']['recall']}, accuracy {m['accuracy']} ({secs:.0f} s)"
-        )
-        return {
-            "epochs": comp_epochs,
-            "size": size,
-            "train_seconds": round(secs, 1),
-            "val": m,
-            "curve": curve,
-        }
+        def val_run(kind: str, size: int) -> dict:
+            model, curve, secs = train(
+                img_tr, f_tr, kind, comp_epochs, size, args.margin, args.seed, args.batch, args.lr,
+                val=(img_va, f_va),
+            )  # fmt: skip
+            m = metrics(y_va, predict_torch(model, img_va, f_va, size, args.margin).argmax(1))
+            print(
+                f"{kind} at {size} px: val macro-F1 {m['macro_f1']}, incorrect recall "
+                f"{m['per_class']['mask_weared_incorrect']['recall']}, accuracy {m['accuracy']} "
+                f"({secs:.0f} s)"
+            )
+            return {
+                "epochs": comp_epochs,
+                "size": size,
+                "train_seconds": round(secs, 1),
+                "val": m,
+                "curve": curve,
+            }
 
-    def rule(run: dict) -> tuple[float, float]:
-        return run["val"]["macro_f1"], run["val"]["per_class"]["mask_weared_incorrect"]["recall"]
+        def rule(run: dict) -> tuple[float, float]:
+            return run["val"]["macro_f1"], run["val"]["per_class"]["mask_weared_incorrect"]["recall"]
 
-    for kind in kinds:  # with one --loss given, its validation figures alone
-        comparison[kind] = val_run(kind, args.size)
-    best = max(kinds, key=lambda k: rule(comparison[k]))
-    results["validation_comparison"] = comparison
-    results["chosen_loss"] = best
-    results["choice_rule"] = "highest validation macro-F1, then mask_weared_incorrect recall"
-    print(f"chosen: {best}")
-    # (1b) the input size: the chosen loss at --also-size too, kept by the same rule (ties: --size)
-    size = args.size
-    if args.also_size and args.also_size != args.size:
-        runs = {args.size: comparison[best], args.also_size: val_run(best, args.also_size)}
-        size = max(runs, key=lambda z: (*rule(runs[z]), z == args.size))
-        results["size_comparison"] = {
-            "loss": best,
-            **{f"{z}px": {k: v for k, v in r.items() if k != "curve"} for z, r in runs.items()},
-        }
-        print(f"input size kept: {size} px")
-    results["chosen_size"] = size
+        for kind in kinds:  # with one --loss given, its validation figures alone
+            comparison[kind] = val_run(kind, args.size)
+        best = max(kinds, key=lambda k: rule(comparison[k]))
+        results["validation_comparison"] = comparison
+        results["chosen_loss"] = best
+        results["choice_rule"] = "highest validation macro-F1, then mask_weared_incorrect recall"
+        print(f"chosen: {best}")
+        # (1b) the input size: the chosen loss at --also-size too, kept by the same rule (ties: --size)
+        size = args.size
+        if args.also_size and args.also_size != args.size:
+            runs = {args.size: comparison[best], args.also_size: val_run(best, args.also_size)}
+            size = max(runs, key=lambda z: (*rule(runs[z]), z == args.size))
+            results["size_comparison"] = {
+                "loss": best,
+                **{f"{z}px": {k: v for k, v in r.items() if k != "curve"} for z, r in runs.items()},
+            }
+            print(f"input size kept: {size} px")
+        results["chosen_size"] = size
     if args.no_export:
         write(args.results, results)
         return
@@ -529,73 +339,27 @@ def main() -> None:
     results["final_training"] = {
         "loss": best,
         "epochs": args.epochs,
-        "faces": count(f_all),
+        "faces": count(f[2] for f in f_all),
         "train_seconds": round(secs, 1),
         "curve": curve,
     }
 
-    # (3) export
-    args.out.mkdir(parents=True, exist_ok=True)
+    # (3) export: ONNX (opset 17, dynamic batch), the torch state_dict beside it (fine-tuning starts there)
     onnx_path, meta_path = args.out / "mask_head.onnx", args.out / "mask_head.json"
-    tmp = onnx_path.with_suffix(".onnx.tmp")
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, 3, size, size),),
-            str(tmp),
-            opset_version=17,
-            dynamo=False,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )
-    os.replace(tmp, onnx_path)
-    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    meta = {
-        "name": "mask_head",
-        "description": "Mask state of one face: a small CNN "
-        "(4 conv blocks, BN+ReLU, global average pool, 3 logits)",
-        "classes": list(MASK_CLASSES),
-        "input": {
-            "name": "input",
-            "size": size,
-            "layout": "NCHW",
-            "channels": "RGB",
-            "dtype": "float32",
-            "output": "logits (softmax -> probabilities in classes order)",
-        },
-        "crop": {
-            "margin": args.margin,
-            "shape": "square centred on the box centre, side = margin x max(w, h)",
-            "padding": "black outside the image",
-            "box": "xyxy pixels, labeller style (labelImg: forehead to chin)",
-            "function": "sorter.heads.mask.crop",
-        },
-        "normalisation": {
-            "mean": list(DEFAULT_MEAN),
-            "std": list(DEFAULT_STD),
-            "formula": "(rgb_uint8 - mean) / std, per channel",
-        },
-        "sha256": digest,
-        "bytes": onnx_path.stat().st_size,
-        "opset": 17,
-        "provenance": {
-            "data": "Kaggle Face Mask Detection (andrewmvd), CC0 1.0 Public Domain; "
-            "https://www.kaggle.com/datasets/andrewmvd/face-mask-detection "
-            "(copy: ../shared/data/face-mask, see its PROVENANCE.md)",
-            "train_side_only": "photos maksssksksssN.png with N % 8 != 0",
-            "training_photos": len(tr) + len(va),
-            "training_faces": count(f_all),
-            "weights": "trained from scratch (no pretrained weights)",
-            "loss": best,
-            "seed": args.seed,
-            "torch": torch.__version__,
-        },
-        "training_command": command,
+    files = export(model, args.out, size)
+    provenance = {
+        "data": "Kaggle Face Mask Detection (andrewmvd), CC0 1.0 Public Domain; "
+        "https://www.kaggle.com/datasets/andrewmvd/face-mask-detection "
+        "(copy: ../shared/data/face-mask, see its PROVENANCE.md)",
+        "train_side_only": "photos maksssksksssN.png with N % 8 != 0",
+        "training_photos": len(tr) + len(va),
+        "training_faces": count(f[2] for f in f_all),
+        "weights": "trained from scratch (no pretrained weights)",
+        "loss": best,
+        "seed": args.seed,
+        "torch": torch.__version__,
     }
+    meta = describe(size, args.margin, files, provenance, command)
 
     # (4) the shipped file, through the inference code (OpenVINO, one thread): test side, once
     write_json(meta_path, meta)  # figures added below; sha256 is final already
@@ -670,13 +434,6 @@ def main() -> None:
     write_json(meta_path, meta)
     write(args.results, results)
     table(results)
-
-
-def write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write(path: Path, results: dict) -> None:
