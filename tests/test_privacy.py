@@ -136,6 +136,8 @@ def test_train_classify_evaluate_with_the_network_blocked(tmp_path):
             "0.005",
         ],
         "evaluate": ["evaluate", data, "--model", runs / "private"],
+        # no model at all: the face detector (ONet exported into photosort's cache) and the mask head
+        "classify-by-mask": ["classify", lib, "--out", tmp_path / "by-mask", "--by", "mask", "-q"],
     }
     for tag, args in steps.items():
         r = offline_run(args, tmp_path, env, tag)

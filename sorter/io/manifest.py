@@ -69,13 +69,14 @@ def faces_detail(d: Decision, people: bool = True) -> list[dict[str, object]]:
 
 
 def row(d: Decision, sha: str, copies: list[str], people: bool = True) -> list[str]:
+    """``people`` False: the classes are mask states, and ``faces_detail`` names no one."""
     status = "sorted" if d.accepted else ("uncertain" if d.uncertain else "no_person")
-    people = ";".join(f"{p}:{s:.3f}" for p, s in sorted(d.people.items(), key=lambda x: -x[1]))
+    scores = ";".join(f"{p}:{s:.3f}" for p, s in sorted(d.people.items(), key=lambda x: -x[1]))
     return [
         str(d.photo.path),
         sha,
         status,
-        people,
+        scores,
         ";".join(d.accepted),
         ";".join(d.uncertain),
         ";".join(copies),

@@ -1,0 +1,106 @@
+"""Issue 12: sorting by mask state with no model, the per-face detail in the manifest, and the whole
+system scored as a detector with ultralytics' matching and AP."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sorter.boxes import iou
+from sorter.cli import cli
+from sorter.io.labels import read_labelled
+from sorter.settings import TrainSettings
+from sorter.training.detection import apply_box_map, learn_box_map, system_metrics
+
+SAMPLE = Path(__file__).resolve().parents[1] / "datasets" / "face-mask-sample"
+
+
+def test_classify_by_mask_needs_no_model_and_reads_real_masks(tmp_path: Path) -> None:
+    """The 20 bundled test-side photos (never trained on): each labelled face >= 32 px that the system
+    finds gets its mask state right most of the time, and the photo lands in that state's folder."""
+    out = tmp_path / "sorted"
+    res = CliRunner().invoke(cli, ["classify", str(SAMPLE / "test"), "--out", str(out), "--by", "mask", "-q"])
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in out.iterdir() if p.is_dir()} <= {
+        "with_mask",
+        "without_mask",
+        "mask_weared_incorrect",
+        "uncertain",
+    }
+    labelled = {im.image.name: im for im in read_labelled(SAMPLE / "test").images}
+    right = total = placed = 0
+    with open(out / "manifest.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            detail = json.loads(row["faces_detail"])
+            assert all(
+                d["person"] is None and d["mask"] in ("with_mask", "without_mask", "mask_weared_incorrect")
+                for d in detail
+            )
+            folders = {c.split("/")[0] for c in row["copies"].split(";") if c}
+            for b in labelled[Path(row["path"]).name].boxes:
+                if b.xyxy[3] - b.xyxy[1] < 32 or b.name == "mask_weared_incorrect":
+                    continue
+                best = max(detail, key=lambda d: iou(d["box"], b.xyxy), default=None)
+                if best is None or iou(best["box"], b.xyxy) < 0.4:
+                    continue
+                total += 1
+                right += best["mask"] == b.name
+                placed += b.name in folders or "uncertain" in folders
+    assert total >= 15, f"only {total} labelled faces found"
+    assert right / total >= 0.85, f"mask state right on {right}/{total} faces"
+    assert placed / total >= 0.85, f"photo in the face's state folder for {placed}/{total} faces"
+
+
+BOX = (10.0, 10.0, 50.0, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("preds", "truth", "ap50", "ap50_95"),
+    [
+        ([(BOX, 0.9, 0)], [(BOX, "a")], 1.0, 1.0),  # exact
+        ([], [(BOX, "a")], 0.0, 0.0),  # missed
+        ([(BOX, 0.9, 1)], [(BOX, "a")], 0.0, 0.0),  # found, wrong class
+        ([((14.0, 14.0, 54.0, 64.0), 0.9, 0)], [(BOX, "a")], 1.0, None),  # IoU ~0.7: AP50 yes, not at 0.95
+    ],
+    ids=["exact", "missed", "wrong-class", "shifted"],
+)
+def test_system_metrics_are_ultralytics_ap(preds, truth, ap50, ap50_95) -> None:
+    boxes = np.array([p[0] for p in preds], float).reshape(-1, 4)
+    conf = np.array([p[1] for p in preds], float)
+    cls = np.array([p[2] for p in preds], int)
+    m = system_metrics([((boxes, conf, cls), truth)], ["a", "b"])
+    assert m["per_class"]["a"]["ap50"] == pytest.approx(ap50, abs=0.01)
+    if ap50_95 is not None:
+        assert m["per_class"]["a"]["ap50_95"] == pytest.approx(ap50_95, abs=0.01)
+    else:
+        assert 0.2 < m["per_class"]["a"]["ap50_95"] < 0.9
+    assert m["per_class"]["a"]["boxes"] == 1 and set(m) >= {"precision", "recall", "mAP50", "mAP50-95"}
+
+
+def test_box_map_is_learnt_from_the_labels() -> None:
+    """A labeller who always draws 10% taller than the detector: the map learns it, and applied to a
+    detector box it gives the labeller's box."""
+    pairs = [((x, 0.0, x + 40.0, 50.0), (x - 2.0, -5.0, x + 42.0, 50.0)) for x in range(0, 200, 20)]
+    m = learn_box_map(pairs)
+    assert apply_box_map((100.0, 0.0, 140.0, 50.0), m) == pytest.approx((98.0, -5.0, 142.0, 50.0))
+
+
+@pytest.mark.parametrize(
+    ("settings", "device", "epochs", "hours"),
+    [
+        (TrainSettings(), "cpu", 50, 5 / 60),
+        (TrainSettings(detector_minutes=12), "cpu", 50, 0.2),
+        (TrainSettings(epochs=3), "cpu", 3, None),
+        (TrainSettings(), "0", 50, None),
+    ],
+    ids=["cpu-default", "cpu-longer", "epochs-win", "gpu"],
+)
+def test_detector_trains_within_a_time_budget_on_a_cpu(settings, device, epochs, hours) -> None:
+    got_epochs, got_hours, line = settings.detector_schedule(device)
+    assert got_epochs == epochs and (got_hours == pytest.approx(hours) if hours else got_hours is None)
+    assert line.startswith("detector: training")
