@@ -12,10 +12,14 @@ import numpy as np
 
 Box = tuple[float, float, float, float]
 
-# A labelImg face box (forehead to chin) is taller than MTCNN's box (brows to chin) by about 11%; the
-# embedder's landmark model expects a detector-style box, so labeller-style boxes are mapped first.
-# Measured median of MTCNN box corners relative to the labeller box (x0, y0, x1, y1).
-LABEL_TO_DETECTOR_BOX = (-0.022, 0.007, 0.985, 0.892)
+# Where the face detector's box corners sit relative to a labeller's box (x0, y0, x1, y1, as fractions
+# of the labelled box from its top-left corner): the embedder's landmark model expects detector-style
+# boxes, so labeller-style boxes (labelImg's, YOLO's) are mapped first. Median over 2,467 real faces of
+# the face-mask set's train side, labelled >= 16 px (bench/face_geometry.py, bench/results/
+# face_geometry.json; IQR of y0 -0.24..-0.14): those labellers drew from the brows, so the detector's box
+# starts above theirs. How a labeller draws differs from person to person, so training also learns the
+# user's own style for its measurements (sorter.training.detection.learn_box_map).
+LABEL_TO_DETECTOR_BOX = (-0.020, -0.188, 0.936, 0.875)
 
 
 def to_detector_box(box: Box) -> Box:
@@ -43,10 +47,11 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-# Where MTCNN's five landmarks sit in its own box, as fractions of the box (x, y); used for a face that
-# has a box but no landmarks (a YOLO box MTCNN did not confirm, a labelled box MTCNN missed). Measured as
-# the mean over the matched faces of a make_library.py library.
-LANDMARKS_IN_BOX = ((0.31, 0.40), (0.69, 0.40), (0.50, 0.58), (0.35, 0.78), (0.65, 0.78))
+# Where the face detector's five landmarks sit in its own box, as fractions of the box (x, y); used for a
+# face that has a box but no landmarks (a YOLO box the face detector did not confirm, a labelled box it
+# missed). Medians over the same 2,467 real faces (bench/face_geometry.py; IQR about +-0.05 in x, +-0.03
+# in y). The detector's box sits a little left of the face, hence the right eye at 0.76, not 0.69.
+LANDMARKS_IN_BOX = ((0.322, 0.391), (0.763, 0.381), (0.548, 0.600), (0.357, 0.779), (0.711, 0.778))
 
 
 def template_landmarks(box: Box) -> np.ndarray:

@@ -31,6 +31,7 @@ from sorter.settings import TrainSettings
 from sorter.training.dataset import build_yolo_dataset, split
 from sorter.training.export import export_detector
 from sorter.training.fit import fit_recogniser
+from sorter.training.mask_fit import fit_mask_head
 from sorter.training.measure import learn_labeller_boxes, log_metrics, measure, system_lines
 from sorter.training.tracking import Tracker
 
@@ -184,14 +185,14 @@ def train_model(
         band=s.band,
         settings=config,
     )
-    recogniser_cv = None
+    recogniser_cv = mask_fit = None
     if s.recogniser and set(labelled.classes) <= set(MASK_CLASSES):
         # Mask states, not people: the mask head tells them apart, the identity model has nothing to do.
         bundle.sorts_by = "mask"
         bundle.per_class_threshold, bundle.per_class_low = MaskSorter().thresholds()
         add_face_detector(bundle, log)
+        mask_fit = add_mask_head(bundle, train_images, s, log)
         bundle.box_map = learn_labeller_boxes(bundle, train_images, device)
-        log("labels are mask states: classify sorts by mask state with the mask head (photosort's own)")
     elif s.recogniser:
         # Fit on the training side only, so the validation figures below are honest.
         recogniser_cv = add_recogniser(bundle, labelled, train_images, s, log)
@@ -205,6 +206,8 @@ def train_model(
     bundle.save()
     if recogniser_cv is not None:
         metrics["recogniser_cv"] = recogniser_cv
+    if mask_fit is not None:
+        metrics["mask_head"] = mask_fit
     metrics["detector_training"] = {"epochs": len(seen_epochs), "schedule": schedule}
     metrics["train_seconds"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(run_dir / "metrics.json", metrics)
@@ -253,6 +256,29 @@ def add_recogniser(
     bundle.per_class_threshold, bundle.per_class_low = dict(meta["accept"]), dict(meta["low"])
     add_face_detector(bundle, log)
     return cv
+
+
+MASK_HEAD_DIR = "mask_head"
+
+
+def add_mask_head(
+    bundle: Bundle, train_images: list, s: TrainSettings, log: Callable[[str], Any]
+) -> dict[str, Any]:
+    """Fine-tune the shipped mask head on these mask-state labels; the model folder keeps it only if it
+    beats the shipped head on a validation part of the training photos."""
+    try:
+        fit = fit_mask_head(train_images, bundle.path / MASK_HEAD_DIR, seed=s.seed, log=log)
+    except ValueError as exc:  # too few photos to fine-tune and validate: the shipped head it is
+        log(f"mask head: not fine-tuned ({exc}); classify uses the one photosort ships")
+        return {"improved": False, "reason": str(exc)}
+    if fit.get("improved"):
+        bundle.mask_head = f"{MASK_HEAD_DIR}/mask_head.onnx"
+    b, a = fit["before"]["accuracy"], fit["after"]["accuracy"]
+    log(
+        f"mask head: fine-tuned on {fit['photos']['train']} photos, validation accuracy {b:.3f} -> {a:.3f}; "
+        + ("kept" if fit.get("improved") else "not better: classify uses the one photosort ships")
+    )
+    return {k: v for k, v in fit.items() if k != "curve"}
 
 
 def add_face_detector(bundle: Bundle, log: Callable[[str], Any]) -> None:
