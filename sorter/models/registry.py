@@ -17,12 +17,15 @@ from sorter.models.yunet import YuNetDetector
 FaceDetector = MtcnnDetector | YuNetDetector
 
 FACE_DETECTORS = ("yunet+onet", "mtcnn")
+# The default face detector enlarges photos smaller than this (long side) before looking for faces: the
+# detector's own input size (max_side), not a value fitted on any photos.
+MIN_SIDE = 640
 
 
 def face_detector(settings: dict[str, Any] | None = None, onet_ir: Path | None = None) -> FaceDetector:
     """The face detector a recogniser was trained with (its stored settings), or the default one."""
     if settings is None:
-        return YuNetDetector(onet_ir=onet_ir)
+        return YuNetDetector(onet_ir=onet_ir, min_side=MIN_SIDE)
     settings = dict(settings)
     # Recognisers from before YuNet stored MTCNN's settings without a kind: a known old format.
     kind = settings.pop("kind", "mtcnn")

@@ -38,6 +38,9 @@ class YuNetDetector(LazyModel):
     verify_at: float = 0.05
     sure_at: float = 0.3
     max_side: int = 640
+    # Photos smaller than this (long side) are enlarged to it first; 0: never (recognisers trained before
+    # it keep 0 through their stored settings; the default detector gets MIN_SIDE, sorter.models.registry)
+    min_side: int = 0
     # ONet was trained on MTCNN's own square boxes, which sit lower on the face than YuNet's: its crop is
     # YuNet's box (scale 1.0) moved down by 10% of its height (chosen with the thresholds above).
     crop_scale: float = 1.0
@@ -76,7 +79,10 @@ class YuNetDetector(LazyModel):
             "refine_passes",
             "refine_jitter",
         )
-        return {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in keys}
+        if self.min_side:
+            out["min_side"] = self.min_side
+        return out
 
     def _is_loaded(self) -> bool:
         return self._yunet is not None
@@ -105,6 +111,12 @@ class YuNetDetector(LazyModel):
         h, w = rgb.shape[:2]
         # the same reduction classify gives YOLO (decode.shrink), so training sees what classify sees
         img = np.ascontiguousarray(reduce_to(rgb, self.max_side))
+        if self.min_side and max(img.shape[:2]) < self.min_side:
+            # a small photo enlarged first: YuNet finds faces down to ~10 px of its input, so a face of
+            # 8 px in a 400-px photo is found at 640
+            k = self.min_side / max(img.shape[:2])
+            size = (max(1, round(img.shape[1] * k)), max(1, round(img.shape[0] * k)))
+            img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
         s = img.shape[1] / w
         self._yunet.setInputSize((img.shape[1], img.shape[0]))
         _, found = self._yunet.detect(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
