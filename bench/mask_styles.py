@@ -72,6 +72,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps, JpegImagePlugin
 from scipy import ndimage
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sorter.io.exif import TRANSPOSE_FOR_ORIENTATION  # noqa: E402 - the one orientation table
+
 STYLE = "bench2"
 
 # Fractions of the face box (see the module docstring).
@@ -460,15 +463,7 @@ def apply_style(image_rgb, face_boxes_xyxy, masked_flags, rng, below_nose=None):
 # ------------------------------------------------------------------------------------------ restyle
 
 # How a photo's stored pixels become its displayed ones (as ImageOps.exif_transpose), and back.
-_TO_DISPLAY = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+_TO_DISPLAY = TRANSPOSE_FOR_ORIENTATION
 _TO_STORED = _TO_DISPLAY | {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
 
 
