@@ -93,6 +93,53 @@ def read_rgb(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def detector_candidates(photos: list[dict], cache: Path, log=print) -> dict[int, list[dict]]:
+    """Every face detector candidate of ``photos``, cached in ``cache`` (JSON) so re-runs do not detect.
+
+    The default face detector (``sorter.models.registry.face_detector()``: YuNet + ONet, min_side 640)
+    on the full photo; each candidate as its detector-style box, its labeller-style box
+    (``sorter.boxes.from_detector_box``, the mapping classify applies before the head), its ONet score
+    and its best IoU with a labelled box. Keyed by photo number; the cache records the detector settings
+    and each photo's sha256 and is redone for any photo whose entry does not match.
+    """
+    from sorter.boxes import from_detector_box, iou
+    from sorter.models.registry import face_detector
+
+    det = face_detector()
+    det.threads = 1
+    settings = det.settings()
+    old: dict = {}
+    if cache.is_file():
+        old = json.loads(cache.read_text(encoding="utf-8"))
+        if old.get("detector") != settings:
+            old = {}
+    have = old.get("photos", {})
+    out: dict[int, list[dict]] = {}
+    todo = [p for p in photos if have.get(str(p["n"]), {}).get("sha256") != p["sha256"]]
+    t0 = time.time()
+    for k, p in enumerate(todo):
+        boxes, scores, _ = det.detect_landmarks(read_rgb(p["path"]))
+        cands = []
+        for b, s in zip(boxes.tolist(), scores.tolist(), strict=True):
+            lb = from_detector_box(tuple(b))
+            cands.append(
+                {
+                    "det_box": [round(v, 2) for v in b],
+                    "box": [round(v, 2) for v in lb],
+                    "score": round(float(s), 5),
+                    "max_iou": round(max((iou(lb, t) for t in p["boxes"]), default=0.0), 4),
+                }
+            )
+        have[str(p["n"])] = {"sha256": p["sha256"], "candidates": cands}
+        if (k + 1) % 100 == 0:
+            log(f"  detected {k + 1}/{len(todo)} photos ({time.time() - t0:.0f} s)")
+    if todo:
+        write_json(cache, {"detector": settings, "photos": have})
+    for p in photos:
+        out[p["n"]] = have[str(p["n"])]["candidates"]
+    return out
+
+
 def split_val(train_side: list[dict], frac: float, seed: int) -> tuple[set[int], list[list[int]]]:
     """Photo numbers of the validation split: whole sha256 groups, stratified on the rare class."""
     val = grouped_split(

@@ -70,6 +70,9 @@ class TrainSettings:
     # any time a laptop can spare (80 min for 240 photos at 50 epochs, mAP50 near 0), and training then
     # measures whether it sorts better at all; this bounds what it costs.
     detector_minutes: float = 5.0
+    # Mask-state labels: the time budget for fine-tuning the mask head on them (it stops earlier when
+    # validation stops improving).
+    mask_head_minutes: float = 3.0
     imgsz: int = 640
     model: str = "yolo11n.yaml"  # a YAML builds from scratch (offline); a .pt starts from those weights
     device: str | None = None

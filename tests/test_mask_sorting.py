@@ -104,3 +104,39 @@ def test_detector_trains_within_a_time_budget_on_a_cpu(settings, device, epochs,
     got_epochs, got_hours, line = settings.detector_schedule(device)
     assert got_epochs == epochs and (got_hours == pytest.approx(hours) if hours else got_hours is None)
     assert line.startswith("detector: training")
+
+
+@pytest.mark.slow
+def test_train_on_mask_state_labels_sorts_by_mask_and_measures_the_system(tmp_path: Path) -> None:
+    """Real photos labelled with mask states: train fits the mask head (not an identity model),
+    classify sorts by mask state, and train and evaluate measure the whole system as a detector."""
+    import sorter
+
+    res = sorter.train(
+        SAMPLE / "train",
+        name="masks",
+        runs_dir=tmp_path / "runs",
+        epochs=1,
+        imgsz=160,
+        wandb="offline",
+        mask_head_minutes=0.1,
+        export=False,
+    )
+    bundle = res.bundle
+    assert bundle.sorts_by == "mask" and not bundle.recogniser and bundle.face_detector
+    system = res.metrics["system"]
+    assert set(system["per_class"]) == {"with_mask", "without_mask", "mask_weared_incorrect"}
+    assert system["mAP50"] > 0.3, system  # YOLO after one epoch finds nothing; the system does
+    assert "mask_head" in res.metrics and "improved" in res.metrics["mask_head"]
+    assert len(bundle.box_map or []) == 4
+    out = tmp_path / "sorted"
+    report = sorter.classify(SAMPLE / "test", out, bundle, progress=False, workers=0)
+    assert report.per_person and set(report.per_person) <= set(system["per_class"])
+    ev = CliRunner().invoke(
+        cli, ["evaluate", str(SAMPLE / "test"), "--model", str(res.run_dir), "--json", "--wandb", "off"]
+    )
+    assert ev.exit_code == 0, ev.output
+    got = json.loads(ev.output[ev.output.index("{") :])
+    assert set(got["system"]) >= {"precision", "recall", "mAP50", "mAP50-95", "per_class"}
+    assert set(got["system"]["per_class"]["with_mask"]) >= {"precision", "recall", "ap50", "ap50_95"}
+    assert "detector" in got and "photo" in got  # the existing keys stay

@@ -267,7 +267,9 @@ def add_mask_head(
     """Fine-tune the shipped mask head on these mask-state labels; the model folder keeps it only if it
     beats the shipped head on a validation part of the training photos."""
     try:
-        fit = fit_mask_head(train_images, bundle.path / MASK_HEAD_DIR, seed=s.seed, log=log)
+        fit = fit_mask_head(
+            train_images, bundle.path / MASK_HEAD_DIR, seed=s.seed, minutes=s.mask_head_minutes, log=log
+        )
     except ValueError as exc:  # too few photos to fine-tune and validate: the shipped head it is
         log(f"mask head: not fine-tuned ({exc}); classify uses the one photosort ships")
         return {"improved": False, "reason": str(exc)}
