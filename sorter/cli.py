@@ -101,6 +101,13 @@ def cli() -> None:
     show_default=True,
     help="Time budget for training the detector on a CPU (when --epochs is not given).",
 )
+@click.option(
+    "--mask-head-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=3.0,
+    show_default=True,
+    help="When the classes are mask states: time budget for fine-tuning the mask head on the labels.",
+)
 @click.option("--imgsz", default=640, show_default=True, help="Detector input size in pixels.")
 @click.option(
     "--model",
@@ -178,6 +185,7 @@ def train(
     runs_dir: Path,
     epochs: int | None,
     detector_minutes: float,
+    mask_head_minutes: float,
     imgsz: int,
     base: str,
     device: str | None,
@@ -209,6 +217,7 @@ def train(
         runs_dir=runs_dir,
         epochs=epochs,
         detector_minutes=detector_minutes,
+        mask_head_minutes=mask_head_minutes,
         imgsz=imgsz,
         model=base,
         device=device,
