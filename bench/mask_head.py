@@ -11,11 +11,15 @@ validation split is grouped by photo, byte-identical photos (sha256) kept on one
 
 Steps: (1) train the same small CNN three times on the train split, once per way of handling the class
 imbalance (class-weighted cross-entropy, focal loss gamma 2, a class-balanced sampler), score each on
-the validation photos (macro-F1, then mask_weared_incorrect recall); (2) retrain the best on the whole
-train side; (3) export it to ONNX (opset 17, dynamic batch) with a JSON beside it and its torch
+the validation photos (macro-F1, then mask_weared_incorrect recall; labelled faces, 3 classes); (2)
+retrain the best on the whole train side with a 4th class, ``no_face``: the default face detector's
+candidates that match no labelled face (:data:`NO_FACE_RULE`; the candidates cached in
+``runs/mask_head_no_face/``, so re-runs do not detect again) and random background squares; (3)
+export it to ONNX (opset 17, dynamic batch) with a JSON beside it and its torch
 state_dict (``mask_head.pt``, where ``photosort train`` starts fine-tuning; sha256 in the JSON);
 (4) load that file through sorter.heads.mask.MaskHead (OpenVINO, no torch) and score the test side, by
-face size, and time it on one thread. Writes bench/results/mask_head.json and prints a table.
+face size (the best mask state, labelled faces, 3 classes), no_face precision/recall on the test
+side's detector candidates, and time it on one thread. Writes bench/results/mask_head.json and prints a table.
 Deterministic given --seed (same machine, same thread count). ``--final-only --loss focal``: step (2)
 onwards only, the validation figures reused from the --results file of a full run. The network,
 augmentation, loss and training loop are ``sorter.training.mask_head`` (one definition with
@@ -38,18 +42,36 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sorter.heads.mask import MASK_CLASSES, MaskHead, crop  # noqa: E402
+from sorter.heads.mask import HEAD_CLASSES, MASK_CLASSES, NO_FACE, MaskHead, crop  # noqa: E402
 from sorter.training.mask_fit import describe, export, write_json  # noqa: E402
 from sorter.training.mask_head import (  # noqa: E402
+    NO_FACE_LABEL,
+    NO_FACE_MAX_IOU,
+    NO_FACE_SIZE,
+    NO_FACE_SURE,
+    background_boxes,
     count,
     grouped_split,
     jitter_box,
+    mask_pred,
     metrics,
+    no_face_boxes,
     predict_torch,
     train,
 )
 
 LOSSES = ("weighted_ce", "focal", "sampler")
+BACKGROUND_PER_PHOTO = 1  # random background squares per training photo, added to the no_face examples
+NO_FACE_PER_EPOCH = 2000  # no_face examples drawn afresh each epoch (about 0.6x the labelled faces)
+NO_FACE_RULE = (
+    f"default face detector (YuNet + ONet, min_side 640) on every train-side photo; a candidate whose "
+    f"labeller-style box (sorter.boxes.from_detector_box) has IoU < {NO_FACE_MAX_IOU} with every labelled "
+    f"face is no_face, except (probable unlabelled faces) ONet score >= {NO_FACE_SURE} with a side "
+    f"{NO_FACE_SIZE[0]}-{NO_FACE_SIZE[1]}x the photo's median labelled face side; plus "
+    f"{BACKGROUND_PER_PHOTO} random background square a photo (IoU < 0.05 with every labelled face, side "
+    f"0.5-2x the median labelled face); each epoch draws {NO_FACE_PER_EPOCH} of them afresh "
+    "(sorter.training.mask_head.no_face_boxes / background_boxes)"
+)
 DUP_NOTE = "byte-identical photos (same sha256) are grouped; a group split by the fixed protocol is reported"
 
 
@@ -138,6 +160,75 @@ def detector_candidates(photos: list[dict], cache: Path, log=print) -> dict[int,
     for p in photos:
         out[p["n"]] = have[str(p["n"])]["candidates"]
     return out
+
+
+def no_face_examples(photos: list[dict], images: list, cands: dict, seed: int) -> tuple[list, dict]:
+    """(photo index, box, NO_FACE_LABEL) no_face examples of ``photos`` and their counts."""
+    out, n_det, dropped, n_bg = [], 0, 0, 0
+    for i, p in enumerate(photos):
+        boxes, d = no_face_boxes([(c["box"], c["score"]) for c in cands[p["n"]]], p["boxes"])
+        rng = np.random.default_rng([seed, p["n"], 5])
+        bg = background_boxes(images[i].shape, p["boxes"], BACKGROUND_PER_PHOTO, rng)
+        out += [(i, b, NO_FACE_LABEL) for b in boxes + bg]
+        n_det, dropped, n_bg = n_det + len(boxes), dropped + d, n_bg + len(bg)
+    counts = {
+        "detector_candidates": sum(len(cands[p["n"]]) for p in photos),
+        "no_face_from_detector": n_det,
+        "dropped_as_probable_unlabelled_faces": dropped,
+        "background_crops": n_bg,
+        "no_face_total": len(out),
+    }
+    return out, counts
+
+
+def no_face_test(head: MaskHead, photos: list[dict], images: list, cands: dict) -> dict:
+    """no_face precision/recall on the detector's candidates of the test side: positives are candidates
+    with IoU < NO_FACE_MAX_IOU with every labelled face (also without the probable unlabelled faces),
+    negatives those with IoU >= 0.5 with one; a candidate is called no_face when that is its argmax."""
+    rows = []  # (is_no_face_raw, is_no_face_rule, is_face, called_no_face, p_face, short_side)
+    for i, p in enumerate(photos):
+        cs = cands[p["n"]]
+        if not cs:
+            continue
+        probs = head.predict(images[i], [c["box"] for c in cs])[1]
+        rule = {tuple(b) for b in no_face_boxes([(c["box"], c["score"]) for c in cs], p["boxes"])[0]}
+        for c, pr in zip(cs, probs, strict=True):
+            b = c["box"]
+            rows.append(
+                (
+                    c["max_iou"] < NO_FACE_MAX_IOU,
+                    tuple(b) in rule,
+                    c["max_iou"] >= 0.5,
+                    int(pr.argmax()) == HEAD_CLASSES.index(NO_FACE),
+                    float(head.face_probability(pr)),
+                )
+            )
+    r = np.array(rows, dtype=np.float64)
+    raw, rule, face, called = r[:, 0] > 0, r[:, 1] > 0, r[:, 2] > 0, r[:, 3] > 0
+
+    def pr(pos: np.ndarray) -> dict:
+        sel = pos | face
+        tp = (called & pos).sum()
+        return {
+            "no_face": int(pos.sum()),
+            "faces": int(face.sum()),
+            "precision": round(float(tp / max(1, (called & sel).sum())), 4),
+            "recall": round(float(tp / max(1, pos.sum())), 4),
+            "faces_called_no_face": round(float((called & face).mean() / max(face.mean(), 1e-9)), 4),
+        }
+
+    return {
+        "candidates": len(rows),
+        "per_photo": round(len(rows) / len(photos), 2),
+        "rule": f"positives: IoU < {NO_FACE_MAX_IOU} with every labelled face; negatives: IoU >= 0.5 with "
+        "one; candidates in between left out; called no_face: argmax of the 4 outputs",
+        "all_non_face_candidates": pr(raw),
+        "without_probable_unlabelled_faces": pr(rule),
+        "mean_face_probability": {
+            "non_face_candidates": round(float(r[raw, 4].mean()), 4),
+            "face_candidates": round(float(r[face, 4].mean()), 4),
+        },
+    }
 
 
 def split_val(train_side: list[dict], frac: float, seed: int) -> tuple[set[int], list[list[int]]]:
@@ -254,6 +345,12 @@ def main() -> None:
     )
     ap.add_argument("--no-export", action="store_true", help="compare only; do not write --out")
     ap.add_argument(
+        "--no-face-cache",
+        type=Path,
+        default=ROOT / "runs" / "mask_head_no_face",
+        help="where the face detector's candidates are cached (candidates_{train,test}.json)",
+    )
+    ap.add_argument(
         "--final-only",
         action="store_true",
         help="skip the comparison: retrain the final model only, with --loss and --size as chosen by the "
@@ -338,7 +435,7 @@ def main() -> None:
                 img_tr, f_tr, kind, comp_epochs, size, args.margin, args.seed, args.batch, args.lr,
                 val=(img_va, f_va),
             )  # fmt: skip
-            m = metrics(y_va, predict_torch(model, img_va, f_va, size, args.margin).argmax(1))
+            m = metrics(y_va, mask_pred(predict_torch(model, img_va, f_va, size, args.margin)))
             print(
                 f"{kind} at {size} px: val macro-F1 {m['macro_f1']}, incorrect recall "
                 f"{m['per_class']['mask_weared_incorrect']['recall']}, accuracy {m['accuracy']} "
@@ -377,15 +474,23 @@ def main() -> None:
         write(args.results, results)
         return
 
-    # (2) retrain the chosen one on the whole train side
+    # (2) retrain the chosen one on the whole train side, with the no_face examples
     img_all = img_tr + img_va
     f_all = faces_of(tr + va)
+    cache = args.no_face_cache / "candidates_train.json"
+    cands = detector_candidates(tr + va, cache)
+    nf, nf_counts = no_face_examples(tr + va, img_all, cands, args.seed)
+    print(f"no_face examples: {nf_counts}")
     model, curve, secs = train(
-        img_all, f_all, best, args.epochs, size, args.margin, args.seed, args.batch, args.lr
-    )
+        img_all, f_all + nf, best, args.epochs, size, args.margin, args.seed, args.batch, args.lr,
+        no_face_per_epoch=NO_FACE_PER_EPOCH,
+    )  # fmt: skip
+    results["no_face_data"] = {"rule": NO_FACE_RULE, "cache": str(cache), **nf_counts}
     results["final_training"] = {
         "loss": best,
         "epochs": args.epochs,
+        "classes": list(HEAD_CLASSES),
+        "no_face_per_epoch": NO_FACE_PER_EPOCH,
         "faces": count(f[2] for f in f_all),
         "train_seconds": round(secs, 1),
         "curve": curve,
@@ -401,12 +506,13 @@ def main() -> None:
         "train_side_only": "photos maksssksksssN.png with N % 8 != 0",
         "training_photos": len(tr) + len(va),
         "training_faces": count(f[2] for f in f_all),
+        "no_face": {"rule": NO_FACE_RULE, **nf_counts},
         "weights": "trained from scratch (no pretrained weights)",
         "loss": best,
         "seed": args.seed,
         "torch": torch.__version__,
     }
-    meta = describe(size, args.margin, files, provenance, command)
+    meta = describe(size, args.margin, files, provenance, command, classes=HEAD_CLASSES)
 
     # (4) the shipped file, through the inference code (OpenVINO, one thread): test side, once
     write_json(meta_path, meta)  # figures added below; sha256 is final already
@@ -414,18 +520,19 @@ def main() -> None:
     img_te = [read_rgb(p["path"]) for p in test_side]
     f_te = faces_of(test_side)
     y = np.array([f[2] for f in f_te])
-    probs = np.zeros((len(f_te), len(MASK_CLASSES)), np.float32)
+    probs = np.zeros((len(f_te), len(HEAD_CLASSES)), np.float32)
     for i in range(len(test_side)):  # all faces of a photo in one call, as the pipeline does
         ks = [k for k, f in enumerate(f_te) if f[0] == i]
         if ks:
             probs[ks] = head.predict(img_te[i], [f_te[k][1] for k in ks])[1]
-    pred = probs.argmax(1)
+    pred = mask_pred(probs)  # the best mask state, as mask_state gives it: labelled faces, 3 classes
     short = np.array([min(f[1][2] - f[1][0], f[1][3] - f[1][1]) for f in f_te])
     test = metrics(y, pred)
     test["by_size"] = by_size(y, pred, short)
+    test["labelled_faces_called_no_face"] = round(float((probs.argmax(1) == NO_FACE_LABEL).mean()), 4)
     jr = np.random.default_rng([args.seed, 99])
     jit = [(i, jitter_box(b, jr), lab) for i, b, lab in f_te]
-    pj = np.array([head.predict(img_te[i], [b])[1][0].argmax() for i, b, _ in jit])
+    pj = mask_pred(np.stack([head.predict(img_te[i], [b])[1][0] for i, b, _ in jit]))
     test["jittered_boxes"] = {
         "accuracy": round(float((pj == y).mean()), 4),
         "by_size": by_size(y, pj, short),
@@ -435,6 +542,8 @@ def main() -> None:
     pt = predict_torch(model, img_te, f_te, size, args.margin)
     test["torch_vs_openvino_max_abs_prob_diff"] = float(np.abs(pt - probs).max())
     results["test"] = test
+    te_cands = detector_candidates(test_side, args.no_face_cache / "candidates_test.json")
+    results["test_no_face"] = no_face_test(head, test_side, img_te, te_cands)
     sample = sample_figures(head, ROOT / "datasets" / "face-mask-sample" / "test")
     results["face_mask_sample_test"] = sample
 
@@ -474,6 +583,8 @@ def main() -> None:
             "macro_f1": test["macro_f1"],
             "per_class": test["per_class"],
             "by_size": test["by_size"],
+            "labelled_faces_called_no_face": test["labelled_faces_called_no_face"],
+            "no_face_on_detector_candidates": results["test_no_face"],
         },
         "ms_per_face_openvino_1_thread": speed["openvino_f32"],
         "results": "bench/results/mask_head.json",
@@ -506,6 +617,10 @@ def table(r: dict) -> None:
     for k, v in t["by_size"].items():
         print(f"accuracy {k:<20} {v['accuracy']:.3f} ({v['faces']} faces)")
     print(f"confusion (rows true, cols pred {MASK_CLASSES}): {t['confusion']['matrix']}")
+    print(f"labelled faces called no_face: {t['labelled_faces_called_no_face']}")
+    nf = r["test_no_face"]
+    for k in ("all_non_face_candidates", "without_probable_unlabelled_faces"):
+        print(f"no_face on test candidates ({k}): {nf[k]}")
     s = r["speed"]
     print(
         f"ms/face 1 thread: openvino f32 {s['openvino_f32']}, cv2 {s['cv2_dnn']}, "

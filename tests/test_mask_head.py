@@ -19,12 +19,16 @@ import pytest
 from PIL import Image
 
 from sorter.heads.mask import (
+    HEAD_CLASSES,
     MASK_CLASSES,
     META_PATH,
     MODEL_PATH,
+    NO_FACE,
     MaskHead,
     MaskHeadFileError,
     crop,
+    face_probability,
+    mask_probabilities,
     mask_state,
 )
 
@@ -35,6 +39,9 @@ SAMPLE_TEST = Path(__file__).resolve().parents[1] / "datasets" / "face-mask-samp
 # rounding) and stay far above chance (0.33) and the majority class (0.63).
 MIN_SAMPLE_ACCURACY = 0.80
 MIN_SAMPLE_ACCURACY_WITH_WITHOUT = 0.90
+# no_face (the head's 4th output): floors set from the retrained head's figures on the same sample
+MIN_SAMPLE_FACE_PROBABILITY = 0.90
+MIN_FACE_PROBABILITY_GAP = 0.30
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +52,10 @@ def head() -> MaskHead:
 def test_shipped_head_loads_with_verified_checksum(head):
     meta = json.loads(META_PATH.read_text(encoding="utf-8"))
     assert meta["sha256"] == hashlib.sha256(MODEL_PATH.read_bytes()).hexdigest()
-    assert head.classes == MASK_CLASSES == tuple(meta["classes"])
+    assert head.classes == HEAD_CLASSES == (*MASK_CLASSES, NO_FACE) == tuple(meta["classes"])
     assert MODEL_PATH.stat().st_size < 1_000_000
     probs = head.predict_crops(np.zeros((3, head.size, head.size, 3), np.uint8))
-    assert probs.shape == (3, 3)
+    assert probs.shape == (3, 4)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
 
 
@@ -57,7 +64,7 @@ def test_inference_imports_no_torch_and_no_telemetry():
         "import sys, numpy as np\n"
         "from sorter.heads.mask import MaskHead\n"
         "labels, probs = MaskHead(threads=1).predict(np.zeros((80, 80, 3), np.uint8), [(10, 10, 50, 60)])\n"
-        "assert probs.shape == (1, 3), probs.shape\n"
+        "assert probs.shape == (1, 4), probs.shape\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
         "assert sys.modules.get('openvino_telemetry') is None, 'telemetry importable'\n"
     )
@@ -111,17 +118,28 @@ def test_crop_is_centred_on_the_box():
 
 
 def test_mask_state_and_empty_boxes(head):
+    # a 3-class head (from before no_face): as it was, and always a face
     assert mask_state([0.1, 0.7, 0.2]) == ("without_mask", pytest.approx(0.7))
+    assert face_probability([0.1, 0.7, 0.2], MASK_CLASSES) == 1.0
+    # 4 classes: the best mask state, never no_face, renormalised over the three states
+    four = [0.1, 0.3, 0.1, 0.5]
+    assert mask_state(four, HEAD_CLASSES) == ("without_mask", pytest.approx(0.6))
+    assert face_probability(four, HEAD_CLASSES) == pytest.approx(0.5)
+    np.testing.assert_allclose(mask_probabilities([four, four], HEAD_CLASSES), [[0.2, 0.6, 0.2]] * 2)
+    np.testing.assert_allclose(face_probability(np.array([four, [0, 0, 1, 0]]), HEAD_CLASSES), [0.5, 1.0])
+    with pytest.raises(ValueError):
+        mask_state(four)  # 4 probabilities, 3 classes
     rgb = np.zeros((50, 50, 3), np.uint8)
     labels, probs = head.predict(rgb, [(10, 10, 10, 30), (5, 5, 40, 45)])
     assert labels[0] == "" and not probs[0].any()
     assert labels[1] in MASK_CLASSES and probs[1].sum() == pytest.approx(1.0, rel=1e-5)
+    assert head.face_probability(probs[1]) == pytest.approx(1.0 - probs[1][3])
     labels, probs = head.predict(rgb, [])
-    assert labels == [] and probs.shape == (0, 3)
+    assert labels == [] and probs.shape == (0, 4)
 
 
 def test_classifies_real_faces_of_the_sample(head):
-    truth, pred = [], []
+    truth, pred, p_face = [], [], []
     for xml in sorted(SAMPLE_TEST.glob("*.xml")):
         root = ET.parse(xml).getroot()
         boxes, labels = [], []
@@ -135,9 +153,10 @@ def test_classifies_real_faces_of_the_sample(head):
             with Image.open(xml.with_suffix(".jpg")) as im:
                 rgb = np.asarray(im.convert("RGB"))
             got, probs = head.predict(rgb, boxes)
-            assert probs.shape == (len(boxes), 3)
+            assert probs.shape == (len(boxes), 4)
             truth += labels
             pred += got
+            p_face += list(head.face_probability(probs))
     assert len(truth) >= 25 and set(truth) == set(MASK_CLASSES)
     right = np.array([t == p for t, p in zip(truth, pred, strict=True)])
     accuracy = float(right.mean())
@@ -147,3 +166,37 @@ def test_classifies_real_faces_of_the_sample(head):
     assert accuracy >= MIN_SAMPLE_ACCURACY_WITH_WITHOUT, (
         f"accuracy {accuracy:.3f} on {plain.sum()} with_mask / without_mask faces >= 32 px"
     )
+    # labelled faces are faces to the head
+    assert float(np.mean(p_face)) >= MIN_SAMPLE_FACE_PROBABILITY, (
+        f"mean face probability {np.mean(p_face):.3f}"
+    )
+
+
+def test_says_no_face_for_the_face_detectors_non_faces(head):
+    """The face detector's candidates on the sample's test photos that match no labelled face (IoU <
+    0.2; hands, clothing, backs of heads) get a lower face probability than those on a labelled face."""
+    from sorter.boxes import from_detector_box, iou
+    from sorter.models.registry import face_detector
+
+    det = face_detector()
+    faces, others = [], []
+    for xml in sorted(SAMPLE_TEST.glob("*.xml")):
+        root = ET.parse(xml).getroot()
+        truth = [
+            tuple(float(obj.find("bndbox").findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
+            for obj in root.iter("object")
+        ]
+        with Image.open(xml.with_suffix(".jpg")) as im:
+            rgb = np.asarray(im.convert("RGB"))
+        boxes = [from_detector_box(tuple(b)) for b in det.detect_landmarks(rgb)[0].tolist()]
+        if not boxes:
+            continue
+        p = head.face_probability(head.predict(rgb, boxes)[1])
+        for b, pf in zip(boxes, p, strict=True):
+            best = max((iou(b, t) for t in truth), default=0.0)
+            if best >= 0.5:
+                faces.append(pf)
+            elif best < 0.2:
+                others.append(pf)
+    assert len(faces) >= 15 and len(others) >= 10, (len(faces), len(others))
+    assert np.mean(others) < np.mean(faces) - MIN_FACE_PROBABILITY_GAP, (np.mean(others), np.mean(faces))

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sorter.heads.mask import MASK_CLASSES, META_PATH, MaskHead, crop, to_input
+from sorter.heads.mask import MASK_CLASSES, META_PATH, NO_FACE, MaskHead, crop, to_input
 from sorter.io.labels import read_labelled
 from sorter.records import LabelBox
 from sorter.training.mask_head import TORCH_PATH, load_torch
@@ -58,6 +58,10 @@ def test_fine_tunes_on_the_sample_and_the_result_loads_with_its_checksum(fitted)
     assert list(meta) == list(shipped)  # the shipped format, key for key
     for key in ("classes", "input", "crop", "normalisation", "opset"):
         assert meta[key] == shipped[key]
+    # the 4-class head stays 4-class: no_face examples from the same photos (the detector's non-faces)
+    assert meta["classes"][-1] == NO_FACE and head.classes == tuple(meta["classes"])
+    assert result["faces"]["train"][NO_FACE] > 0 and "no_face" in meta["provenance"]["no_face"]
+    assert set(result["faces"]["val"]) == set(MASK_CLASSES)
     assert meta["sha256"] == hashlib.sha256((out / "mask_head.onnx").read_bytes()).hexdigest()
     assert meta["torch_sha256"] == hashlib.sha256((out / "mask_head.pt").read_bytes()).hexdigest()
     n = result["photos"]["train"]
@@ -80,6 +84,7 @@ def test_fine_tunes_on_the_sample_and_the_result_loads_with_its_checksum(fitted)
         rgb = np.asarray(im.convert("RGB"))
     labels, probs = head.predict(rgb, [(10, 10, 60, 70)])
     assert labels[0] in MASK_CLASSES and probs[0].sum() == pytest.approx(1.0, rel=1e-5)
+    assert probs.shape == (1, 4) and 0.0 <= head.face_probability(probs[0]) <= 1.0
     # and its state dict is where a further fine-tune would start
     load_torch(out / "mask_head.pt", out / "mask_head.json")
 
@@ -129,3 +134,20 @@ def test_a_tampered_state_dict_is_refused(tmp_path, torch1):
     pt.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="torch_sha256"):
         load_torch(pt, META_PATH)
+
+
+def test_a_three_class_head_still_loads_and_is_always_a_face(tmp_path, torch1):
+    """Heads from before no_face (3 logits, 3 classes in their JSON) keep working: face probability 1."""
+    from sorter.training.mask_fit import describe, export, write_json
+    from sorter.training.mask_head import make_model
+
+    torch1.manual_seed(0)
+    files = export(make_model(n_classes=3).eval(), tmp_path, 64)
+    write_json(tmp_path / "mask_head.json", describe(64, 1.2, files, {}, "test", classes=MASK_CLASSES))
+    head = MaskHead(tmp_path / "mask_head.onnx", threads=1).load()
+    assert head.classes == MASK_CLASSES
+    labels, probs = head.predict(np.full((80, 80, 3), 128, np.uint8), [(10, 10, 50, 60)])
+    assert probs.shape == (1, 3) and labels[0] in MASK_CLASSES
+    assert head.face_probability(probs[0]) == 1.0
+    np.testing.assert_allclose(head.mask_probabilities(probs), probs, rtol=1e-6)
+    assert load_torch(tmp_path / "mask_head.pt", tmp_path / "mask_head.json")[-1].out_features == 3

@@ -1,4 +1,5 @@
-"""Mask state of a face: with_mask / without_mask / mask_weared_incorrect, with a probability each.
+"""Mask state of a face: with_mask / without_mask / mask_weared_incorrect, with a probability each,
+and whether the box is a face at all (the head's 4th output, ``no_face``).
 
 A small CNN (trained from scratch by ``bench/mask_head.py`` on the train side of the CC0 Kaggle Face
 Mask Detection set) shipped as ONNX in ``sorter/assets/mask_head.onnx``, with ``mask_head.json``
@@ -9,6 +10,13 @@ Box convention: ``xyxy`` in the pixels of the image passed, *labeller style* (fo
 person draws a face in labelImg). Map a face detector's box first (``sorter.boxes.from_detector_box``
 for MTCNN/YuNet-style boxes); the head was trained with box jitter (shift +-10%, scale 0.85-1.2,
 aspect change) so a slightly-off box is fine.
+
+Classes: the head's own, from its JSON: ``MASK_CLASSES + (NO_FACE,)`` for the shipped head (trained
+with the face detector's non-face candidates as ``no_face``: hands, clothing, backs of heads), the three
+``MASK_CLASSES`` for heads from before. :meth:`MaskHead.predict` gives probabilities over the head's
+classes; :func:`face_probability` is 1 - p(no_face) (1.0 for a 3-class head); :func:`mask_state` and
+:func:`mask_probabilities` read the mask states alone, renormalised over the three (the state *given*
+that it is a face). A caller scoring boxes that may not be faces multiplies by the face probability.
 
 Nothing heavy at import: OpenVINO / OpenCV load inside :meth:`MaskHead.load`.
 """
@@ -25,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
-MASK_CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")
+MASK_CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")  # the sorting classes
+NO_FACE = "no_face"  # the head's 4th output: the box is not a face
+HEAD_CLASSES = (*MASK_CLASSES, NO_FACE)  # the shipped head's outputs, in order
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MODEL_PATH = ASSETS / "mask_head.onnx"
 META_PATH = ASSETS / "mask_head.json"
@@ -113,15 +123,48 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def mask_probabilities(
+    probs: Sequence[float] | np.ndarray, classes: Sequence[str] = MASK_CLASSES
+) -> np.ndarray:
+    """Probabilities over the head's ``classes`` (one face ``[k]`` or ``[n, k]``) -> the three mask
+    states' in MASK_CLASSES order, renormalised to sum to 1 (the state given that it is a face; all
+    zero where they were all zero)."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.shape[-1] != len(classes):
+        raise ValueError(f"expected {len(classes)} probabilities, got {p.shape[-1]}")
+    m = p[..., [list(classes).index(c) for c in MASK_CLASSES]]
+    tot = m.sum(-1, keepdims=True)
+    return np.divide(m, tot, out=np.zeros_like(m), where=tot > 0)
+
+
+def face_probability(
+    probs: Sequence[float] | np.ndarray, classes: Sequence[str] = HEAD_CLASSES
+) -> float | np.ndarray:
+    """1 - p(no_face): the probability that the box is a face (one face: a float; ``[n, k]``: ``[n]``).
+    1.0 for a head without no_face (``classes`` = MASK_CLASSES, 3 probabilities)."""
+    p = np.asarray(probs, dtype=np.float64)
+    if NO_FACE not in classes:
+        if len(classes) == len(HEAD_CLASSES) and p.shape[-1] == len(classes):
+            raise ValueError(f"classes {tuple(classes)} have no {NO_FACE!r}")
+        out = np.ones(p.shape[:-1])
+    else:
+        if p.shape[-1] != len(classes):
+            raise ValueError(f"expected {len(classes)} probabilities, got {p.shape[-1]}")
+        out = 1.0 - p[..., list(classes).index(NO_FACE)]
+    return float(out) if out.ndim == 0 else out
+
+
 def mask_state(
     probs: Sequence[float] | np.ndarray, classes: Sequence[str] = MASK_CLASSES
 ) -> tuple[str, float]:
-    """One face's probabilities -> (most likely class, its probability)."""
+    """One face's probabilities over ``classes`` -> (most likely mask state, its probability among the
+    three mask states). no_face is ignored: the state is never "no_face", and its probability is
+    renormalised over the mask states (the state given that it is a face; see :func:`face_probability`
+    for whether it is one). With a 3-class head: the argmax and its probability, as before."""
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
-    if p.size != len(classes):
-        raise ValueError(f"expected {len(classes)} probabilities, got {p.size}")
-    i = int(p.argmax())
-    return classes[i], float(p[i])
+    m = mask_probabilities(p, classes)
+    i = int(m.argmax())
+    return MASK_CLASSES[i], float(m[i])
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -248,6 +291,16 @@ class MaskHead:
         return run
 
     # -- inference -----------------------------------------------------------------------------
+    def face_probability(self, probs: Sequence[float] | np.ndarray) -> float | np.ndarray:
+        """1 - p(no_face) of probabilities from this head (1.0 for a 3-class head)."""
+        self.load()
+        return face_probability(probs, self.classes)
+
+    def mask_probabilities(self, probs: Sequence[float] | np.ndarray) -> np.ndarray:
+        """The three mask states' probabilities (MASK_CLASSES order), renormalised over them."""
+        self.load()
+        return mask_probabilities(probs, self.classes)
+
     def crop(self, rgb: np.ndarray, box: Sequence[float]) -> np.ndarray:
         """This head's input crop of one face (see :func:`crop`)."""
         self.load()
@@ -266,10 +319,12 @@ class MaskHead:
     def predict(
         self, rgb: np.ndarray, boxes_xyxy: Sequence[Sequence[float]] | np.ndarray
     ) -> tuple[list[str], np.ndarray]:
-        """Faces of one RGB uint8 image -> (label of each, probabilities [n, 3] in ``classes`` order).
+        """Faces of one RGB uint8 image -> (mask state of each, probabilities [n, len(classes)] in
+        ``classes`` order: 4 with no_face for the shipped head).
 
-        ``boxes_xyxy``: labeller-style face boxes in this image's pixels. Boxes with no area get
-        label "" and all-zero probabilities.
+        The label is the best *mask* state (:func:`mask_state`, never "no_face"); whether the box is
+        a face at all: :meth:`face_probability` of its probabilities. ``boxes_xyxy``: labeller-style
+        face boxes in this image's pixels. Boxes with no area get label "" and all-zero probabilities.
         """
         self.load()
         boxes = [tuple(float(v) for v in b[:4]) for b in boxes_xyxy]

@@ -17,7 +17,7 @@ import numpy as np
 
 from sorter.boxes import from_detector_box
 from sorter.errors import UnknownKind
-from sorter.heads.mask import MaskHead
+from sorter.heads.mask import MASK_CLASSES, MaskHead
 from sorter.models.dlib_face import DlibEmbedder
 from sorter.models.sface import SFaceEmbedder
 
@@ -93,10 +93,13 @@ class MaskStep:
         """(state, its probability, probability of any mask) per detector-style box in ``rgb`` pixels."""
         if not len(boxes):
             return []
+        # the state given that it is a face: mask probabilities renormalised over the three states
+        # (a 4-class head's no_face left out; a 3-class head's as they are)
         labels, probs = self.head.predict(rgb, [from_detector_box(tuple(b)) for b in boxes])
-        bare = self.head.classes.index("without_mask")
+        masks = self.head.mask_probabilities(probs)
+        bare = MASK_CLASSES.index("without_mask")
         out = []
-        for label, p in zip(labels, probs, strict=True):
-            score = float(p[self.head.classes.index(label)]) if label else 0.0
-            out.append((label or "without_mask", score, 1.0 - float(p[bare])))
+        for label, p in zip(labels, masks, strict=True):
+            score = float(p[MASK_CLASSES.index(label)]) if label else 0.0
+            out.append((label or "without_mask", score, 1.0 - float(p[bare]) if label else 0.0))
         return out

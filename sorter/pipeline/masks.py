@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from sorter.boxes import from_detector_box
 from sorter.heads.mask import MASK_CLASSES, MaskHead
 from sorter.io.bundle import Bundle
@@ -63,9 +65,13 @@ class MaskSorter:
             return []
         s = found.scale
         boxes = [tuple(v / s for v in f.dbox) for f in merged]
-        labels, probs = self._masks.head.predict(found.rgb, [from_detector_box(b) for b in boxes])
+        head = self._masks.head
+        labels, probs = head.predict(found.rgb, [from_detector_box(b) for b in boxes])
+        # each state's probability given a face, times the probability that it is a face (1.0 for a
+        # 3-class head): a box the head calls no_face scores low for every state
+        scores = head.mask_probabilities(probs) * np.asarray(head.face_probability(probs))[:, None]
         out = []
-        for f, label, p in zip(merged, labels, probs, strict=True):
+        for f, label, p in zip(merged, labels, scores, strict=True):
             face = f.face
             face.det_scores, face.scores = (
                 face.scores,
@@ -73,7 +79,9 @@ class MaskSorter:
             )
             face.mask = label or "without_mask"
             face.mask_score = face.scores.get(face.mask, 0.0)
-            face.masked = 1.0 - face.scores["without_mask"] >= MASKED_AT
+            # any mask (on or below the nose), as a face: with_mask + mask_weared_incorrect
+            masked = face.scores["with_mask"] + face.scores["mask_weared_incorrect"]
+            face.masked = bool(label) and masked >= MASKED_AT
             out.append(face)
         return out
 

@@ -22,15 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from sorter.heads.mask import DEFAULT_MEAN, DEFAULT_STD, MASK_CLASSES, META_PATH, MaskHead, crop
+from sorter.heads.mask import DEFAULT_MEAN, DEFAULT_STD, MASK_CLASSES, META_PATH, NO_FACE, MaskHead, crop
 from sorter.io.decode import decode_work, read_photo
 from sorter.records import LabelledImage, Photo
 from sorter.training.mask_head import (
+    NO_FACE_LABEL,
     count,
     grouped_split,
     load_torch,
     loss_fn,
+    mask_pred,
     metrics,
+    no_face_boxes,
     predict_torch,
     run_epoch,
 )
@@ -85,13 +88,16 @@ def export(model, out_dir: Path, size: int) -> dict[str, Any]:
     }
 
 
-def describe(size: int, margin: float, files: dict, provenance: dict, command: str) -> dict:
+def describe(
+    size: int, margin: float, files: dict, provenance: dict, command: str, classes=MASK_CLASSES
+) -> dict:
     """The JSON beside the ONNX file (``figures`` added by the caller), read by ``MaskHead``."""
+    extra = " (no_face: the box is not a face)" if NO_FACE in classes else ""
     return {
         "name": "mask_head",
         "description": "Mask state of one face: a small CNN "
-        "(4 conv blocks, BN+ReLU, global average pool, 3 logits)",
-        "classes": list(MASK_CLASSES),
+        f"(4 conv blocks, BN+ReLU, global average pool, {len(classes)} logits){extra}",
+        "classes": list(classes),
         "input": {
             "name": "input",
             "size": size,
@@ -119,10 +125,23 @@ def describe(size: int, margin: float, files: dict, provenance: dict, command: s
 
 
 # ------------------------------------------------------------------------------------ fine-tuning
-def _patches(images: list[LabelledImage]) -> tuple[list[np.ndarray], list[tuple], list[int]]:
-    """Each labelled face as a patch around it (decoded as classify decodes), its face, its photo."""
+def _patches(
+    images: list[LabelledImage], no_face: bool = False
+) -> tuple[list[np.ndarray], list[tuple], list[int]]:
+    """Each labelled face as a patch around it (decoded as classify decodes), its face, its photo.
+
+    ``no_face``: also the face detector's candidates on those photos that are not a labelled face
+    (:func:`sorter.training.mask_head.no_face_boxes`, the rule the shipped head was trained with), as
+    faces of class no_face (:data:`NO_FACE_LABEL`)."""
     import cv2
 
+    from sorter.boxes import from_detector_box
+
+    detector = None
+    if no_face:
+        from sorter.models.registry import face_detector
+
+        detector = face_detector()
     patches, faces, photo_of = [], [], []
     for n, im in enumerate(images):
         boxes = [b for b in im.boxes if b.xyxy[2] > b.xyxy[0] and b.xyxy[3] > b.xyxy[1]]
@@ -132,8 +151,15 @@ def _patches(images: list[LabelledImage]) -> tuple[list[np.ndarray], list[tuple]
         photo = Photo(path=im.image, rel=Path(im.image.name), size=st.st_size, mtime_ns=st.st_mtime_ns)
         d = decode_work(photo, read_photo(photo)[1])
         rgb, k = np.asarray(d.rgb), float(d.scale)  # displayed px per decoded px
-        for b in boxes:
-            x0, y0, x1, y1 = (v / k for v in b.xyxy)
+        todo = [(tuple(v / k for v in b.xyxy), MASK_CLASSES.index(b.name)) for b in boxes]
+        if detector is not None:
+            det_boxes, det_scores, _ = detector.detect_landmarks(rgb)
+            cands = [
+                (from_detector_box(tuple(b)), float(s))
+                for b, s in zip(det_boxes.tolist(), det_scores, strict=True)
+            ]
+            todo += [(b, NO_FACE_LABEL) for b in no_face_boxes(cands, [t for t, _ in todo])[0]]
+        for (x0, y0, x1, y1), lab in todo:
             half = PATCH_CONTEXT * max(x1 - x0, y1 - y0) / 2
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
             left, top = math.floor(cx - half), math.floor(cy - half)
@@ -143,7 +169,7 @@ def _patches(images: list[LabelledImage]) -> tuple[list[np.ndarray], list[tuple]
                 patch = cv2.resize(patch, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
             patches.append(patch)
             box = ((x0 - left) * f, (y0 - top) * f, (x1 - left) * f, (y1 - top) * f)
-            faces.append((len(patches) - 1, box, MASK_CLASSES.index(b.name)))
+            faces.append((len(patches) - 1, box, lab))
             photo_of.append(n)
     return patches, faces, photo_of
 
@@ -192,14 +218,17 @@ def fit_mask_head(
         raise ValueError(f"not mask states: {unknown} (the classes must be among {list(MASK_CLASSES)})")
     base = json.loads(META_PATH.read_text(encoding="utf-8"))
     size, margin = int(base["input"]["size"]), float(base["crop"]["margin"])
-    patches, faces, photo_of = _patches(images)
+    classes = tuple(base["classes"])  # a 4-class head keeps no_face: examples from these photos
+    with_no_face = NO_FACE in classes
+    patches, faces, photo_of = _patches(images, no_face=with_no_face)
     used = sorted(set(photo_of))
     if len({images[n].sha256 for n in used}) < 2:
         raise ValueError("fine-tuning the mask head needs labelled faces on at least 2 different photos")
     labs = [set() for _ in images]
     for (_, _, lab), n in zip(faces, photo_of, strict=True):
-        labs[n].add(lab)
-    n_per = np.bincount([f[2] for f in faces], minlength=len(MASK_CLASSES))
+        if lab != NO_FACE_LABEL:
+            labs[n].add(lab)
+    n_per = np.bincount([f[2] for f in faces if f[2] != NO_FACE_LABEL], minlength=len(MASK_CLASSES))
     priority = [int(c) for c in np.argsort(n_per, kind="stable") if n_per[c]]  # rarest class first
     val = {
         used[i]
@@ -211,16 +240,19 @@ def fit_mask_head(
         first = {n for n in used if images[n].sha256 == images[used[0]].sha256}
         val = first if not val else val - first
     f_tr = [f for f, n in zip(faces, photo_of, strict=True) if n not in val]
-    f_va = [f for f, n in zip(faces, photo_of, strict=True) if n in val]
+    # validation: the labelled faces of the held-out photos (their no_face examples are not used)
+    f_va = [f for f, n in zip(faces, photo_of, strict=True) if n in val and f[2] != NO_FACE_LABEL]
     y_va = np.array([f[2] for f in f_va])
+    n_nf = sum(f[2] == NO_FACE_LABEL for f in f_tr)
     log(
-        f"mask head: {len(used) - len(val)} photos ({len(f_tr)} faces) to fine-tune on, "
+        f"mask head: {len(used) - len(val)} photos ({len(f_tr) - n_nf} faces, {n_nf} no_face) to "
+        "fine-tune on, "
         f"{len(val)} ({len(f_va)} faces) to validate"
     )
 
     torch.manual_seed(seed)
     model = load_torch()
-    before = metrics(y_va, predict_torch(model, patches, f_va, size, margin).argmax(1))
+    before = metrics(y_va, mask_pred(predict_torch(model, patches, f_va, size, margin)))
     model = model.to(memory_format=torch.channels_last)
 
     def score(m: dict) -> tuple:
@@ -248,7 +280,7 @@ def fit_mask_head(
             FT_BATCH,
             deadline,
         )
-        m = metrics(y_va, predict_torch(model, patches, f_va, size, margin).argmax(1))
+        m = metrics(y_va, mask_pred(predict_torch(model, patches, f_va, size, margin)))
         curve.append(
             {
                 "epoch": ep + 1,
@@ -277,7 +309,13 @@ def fit_mask_head(
     provenance = {
         "data": f"{n_photos} labelled photos given to photosort train",
         "training_photos": n_photos,
-        "training_faces": count(f[2] for f in f_tr),
+        "training_faces": count((f[2] for f in f_tr), classes),
+        "no_face": (
+            f"{n_nf} face detector candidates of the training photos that are no labelled face "
+            "(sorter.training.mask_head.no_face_boxes)"
+            if with_no_face
+            else None
+        ),
         "weights": f"fine-tuned from the shipped head (sorter/assets/mask_head.pt, its ONNX sha256 "
         f"{base['sha256']}) on {n_photos} photos",
         "base_provenance": base.get("provenance"),
@@ -286,7 +324,7 @@ def fit_mask_head(
         "epochs": best[0],
         "torch": torch.__version__,
     }
-    meta = describe(size, margin, files, provenance, "sorter.training.mask_fit.fit_mask_head")
+    meta = describe(size, margin, files, provenance, "sorter.training.mask_fit.fit_mask_head", classes)
     val_fig = {
         "split": f"{len(val)} photos, {len(f_va)} faces",
         "macro_f1": best[1]["macro_f1"],
@@ -323,7 +361,7 @@ def fit_mask_head(
         "epochs_run": len(curve),
         "seconds": seconds,
         "photos": {"train": n_photos, "val": len(val)},
-        "faces": {"train": count(f[2] for f in f_tr), "val": count(y_va)},
+        "faces": {"train": count((f[2] for f in f_tr), classes), "val": count(y_va)},
         "rule": RULE + " (the same validation photos chose the epoch: 'after' is optimistic)",
         "onnx_vs_torch_max_abs_prob_diff": diff,
         "model": str(onnx_path),

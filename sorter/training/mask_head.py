@@ -22,9 +22,66 @@ from pathlib import Path
 
 import numpy as np
 
-from sorter.heads.mask import ASSETS, DEFAULT_MEAN, DEFAULT_STD, MASK_CLASSES, META_PATH, crop, to_input
+from sorter.boxes import iou
+from sorter.heads.mask import (
+    ASSETS,
+    DEFAULT_MEAN,
+    DEFAULT_STD,
+    HEAD_CLASSES,
+    MASK_CLASSES,
+    META_PATH,
+    NO_FACE,
+    crop,
+    to_input,
+)
 
 TORCH_PATH = ASSETS / "mask_head.pt"  # the shipped head's torch state_dict (its sha256 in the JSON)
+NO_FACE_LABEL = HEAD_CLASSES.index(NO_FACE)  # 3: the class index of a no_face example
+
+# The no_face rule (one definition for bench/mask_head.py and fit_mask_head): a face detector candidate
+# whose labeller-style box has IoU < NO_FACE_MAX_IOU with every labelled face is "not a face", except
+# one that looks like an unlabelled real face (the face-mask set leaves some faces unlabelled): ONet
+# score >= NO_FACE_SURE and a side within NO_FACE_SIZE of the photo's median labelled face side.
+NO_FACE_MAX_IOU = 0.2
+NO_FACE_SURE = 0.99
+NO_FACE_SIZE = (0.5, 2.0)
+
+
+def no_face_boxes(candidates: Sequence[tuple[tuple, float]], labelled: Sequence[tuple]) -> tuple[list, int]:
+    """The no_face boxes among ``candidates`` ((labeller-style box, ONet score) each) of one photo with
+    ``labelled`` faces (xyxy); and how many were dropped as probable unlabelled faces."""
+    sides = [max(b[2] - b[0], b[3] - b[1]) for b in labelled if b[2] > b[0] and b[3] > b[1]]
+    med = float(np.median(sides)) if sides else None
+    out, dropped = [], 0
+    for box, score in candidates:
+        if box[2] <= box[0] or box[3] <= box[1]:
+            continue
+        if max((iou(box, t) for t in labelled), default=0.0) >= NO_FACE_MAX_IOU:
+            continue
+        side = max(box[2] - box[0], box[3] - box[1])
+        if score >= NO_FACE_SURE and (med is None or NO_FACE_SIZE[0] * med <= side <= NO_FACE_SIZE[1] * med):
+            dropped += 1
+            continue
+        out.append(tuple(box))
+    return out, dropped
+
+
+def background_boxes(shape: tuple, labelled: Sequence[tuple], n: int, rng: np.random.Generator) -> list:
+    """Up to ``n`` random square boxes of ``shape`` (H, W, ...) overlapping no labelled face (IoU < 0.05),
+    sides drawn like the photo's labelled faces (0.5-2x their median; 5-20% of the short side if none)."""
+    H, W = shape[:2]
+    sides = [max(b[2] - b[0], b[3] - b[1]) for b in labelled if b[2] > b[0] and b[3] > b[1]]
+    med = float(np.median(sides)) if sides else 0.1 * min(H, W)
+    out = []
+    for _ in range(20 * n):
+        if len(out) >= n:
+            break
+        s = float(np.clip(med * math.exp(rng.uniform(math.log(0.5), math.log(2.0))), 8, 0.9 * min(H, W)))
+        x0, y0 = rng.uniform(0, W - s), rng.uniform(0, H - s)
+        box = (x0, y0, x0 + s, y0 + s)
+        if all(iou(box, t) < 0.05 for t in labelled):
+            out.append(box)
+    return out
 
 
 # ------------------------------------------------------------------------------------ augmentation
@@ -78,8 +135,9 @@ def augment(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- model
-def make_model(width: tuple[int, ...] = (16, 32, 64, 96)):
-    """4 conv blocks (BN+ReLU, max-pool), global average pool, dropout, 3 logits."""
+def make_model(width: tuple[int, ...] = (16, 32, 64, 96), n_classes: int = len(HEAD_CLASSES)):
+    """4 conv blocks (BN+ReLU, max-pool), global average pool, dropout, ``n_classes`` logits (4: the three
+    mask states and no_face; 3 for heads from before no_face)."""
     import torch.nn as nn
 
     def cbr(cin: int, cout: int) -> list:
@@ -91,7 +149,7 @@ def make_model(width: tuple[int, ...] = (16, 32, 64, 96)):
         layers += cbr(cin, c) + (cbr(c, c) if i > 0 else []) + [nn.MaxPool2d(2)]
         cin = c
     return nn.Sequential(
-        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, len(MASK_CLASSES))
+        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, n_classes)
     )
 
 
@@ -138,7 +196,12 @@ def predict_torch(model, images, faces, size, margin, batch=256) -> np.ndarray:
         for s in range(0, len(faces), batch):
             x, _ = make_batch(images, faces, range(s, min(s + batch, len(faces))), size, margin, None, False)
             out.append(torch.softmax(model(torch.from_numpy(x)), 1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(MASK_CLASSES)), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, model[-1].out_features), np.float32)
+
+
+def mask_pred(probs: np.ndarray) -> np.ndarray:
+    """The best mask state (index into MASK_CLASSES) of each row, no_face ignored (as ``mask_state``)."""
+    return np.asarray(probs)[:, : len(MASK_CLASSES)].argmax(1)
 
 
 def run_epoch(model, opt, sched, crit, images, faces, order, size, margin, rng, batch, deadline=None):
@@ -178,32 +241,40 @@ def train(
     lr: float,
     val=None,
     log=print,
+    no_face_per_epoch: int | None = None,
 ):
-    """Train one model from scratch (AdamW, one-cycle); ``val`` = (images, faces) scored every epoch."""
+    """Train one model from scratch (AdamW, one-cycle); ``val`` = (images, faces) scored every epoch.
+
+    ``faces`` may hold no_face examples (label :data:`NO_FACE_LABEL`); ``no_face_per_epoch``: each epoch
+    sees all the faces and a fresh random draw of that many no_face examples (None: all of them)."""
     import torch
 
     torch.manual_seed(seed)
     model = make_model().to(memory_format=torch.channels_last)  # 1.4-2x faster on a CPU (measured)
     labels = np.array([f[2] for f in faces])
-    counts = np.bincount(labels, minlength=len(MASK_CLASSES)).astype(np.float64)
-    crit = loss_fn(kind, counts)
+    counts = np.bincount(labels, minlength=len(HEAD_CLASSES)).astype(np.float64)
+    crit = loss_fn(kind, np.maximum(counts, 1.0))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
-    steps = epochs * math.ceil(len(faces) / batch)
+    nf = np.flatnonzero(labels == NO_FACE_LABEL)
+    rest = np.flatnonzero(labels != NO_FACE_LABEL)
+    draw = len(nf) if no_face_per_epoch is None else min(len(nf), int(no_face_per_epoch))
+    steps = epochs * math.ceil((len(rest) + draw) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    sample_p = (1.0 / counts)[labels]
+    sample_p = (1.0 / np.maximum(counts, 1.0))[labels]
     sample_p /= sample_p.sum()
     curve = []
     t0 = time.time()
     for ep in range(epochs):
         rng = np.random.default_rng([seed, ep, 1])
         if kind == "sampler":
-            order = rng.choice(len(faces), size=len(faces), replace=True, p=sample_p)
+            order = rng.choice(len(faces), size=len(rest) + draw, replace=True, p=sample_p)
         else:
-            order = rng.permutation(len(faces))
+            pick = rng.choice(nf, size=draw, replace=False) if draw < len(nf) else nf
+            order = rng.permutation(np.concatenate([rest, pick]))
         loss = run_epoch(model, opt, sched, crit, images, faces, order, size, margin, rng, batch)
         entry = {"epoch": ep + 1, "loss": loss, "seconds": round(time.time() - t0, 1)}
         if val is not None:
-            m = metrics(np.array([f[2] for f in val[1]]), predict_torch(model, *val, size, margin).argmax(1))
+            m = metrics(np.array([f[2] for f in val[1]]), mask_pred(predict_torch(model, *val, size, margin)))
             entry["val_macro_f1"] = m["macro_f1"]
             entry["val_incorrect_recall"] = m["per_class"]["mask_weared_incorrect"]["recall"]
         curve.append(entry)
@@ -217,7 +288,8 @@ def train(
 
 # ----------------------------------------------------------------------------------------- metrics
 def metrics(y: np.ndarray, pred: np.ndarray) -> dict:
-    """Accuracy, macro-F1 (over the classes present), per-class P/R/F1/support, confusion matrix."""
+    """Accuracy, macro-F1 (over the classes present), per-class P/R/F1/support, confusion matrix; over
+    the three mask states (labelled faces, predictions by :func:`mask_pred`)."""
     k = len(MASK_CLASSES)
     cm = np.zeros((k, k), np.int64)
     for a, b in zip(y, pred, strict=True):
@@ -244,11 +316,9 @@ def metrics(y: np.ndarray, pred: np.ndarray) -> dict:
     }
 
 
-def count(labels: Sequence[int]) -> dict[str, int]:
+def count(labels: Sequence[int], classes: Sequence[str] = MASK_CLASSES) -> dict[str, int]:
     """Faces per class name."""
-    return dict(
-        zip(MASK_CLASSES, np.bincount(list(labels), minlength=len(MASK_CLASSES)).tolist(), strict=True)
-    )
+    return dict(zip(classes, np.bincount(list(labels), minlength=len(classes)).tolist(), strict=True))
 
 
 def grouped_split(
@@ -279,6 +349,6 @@ def load_torch(pt_path: Path = TORCH_PATH, meta_path: Path = META_PATH):
     data = Path(pt_path).read_bytes()
     if hashlib.sha256(data).hexdigest() != meta.get("torch_sha256"):
         raise ValueError(f"{pt_path} does not match torch_sha256 in {meta_path}: altered or replaced")
-    model = make_model()
+    model = make_model(n_classes=len(meta["classes"]))
     model.load_state_dict(torch.load(io.BytesIO(data), weights_only=True))
     return model.eval()

@@ -275,9 +275,9 @@ def add_mask_head(
         return {"improved": False, "reason": str(exc)}
     if fit.get("improved"):
         bundle.mask_head = f"{MASK_HEAD_DIR}/mask_head.onnx"
-    b, a = fit["before"]["accuracy"], fit["after"]["accuracy"]
+    b, a = fit["before"]["macro_f1"], fit["after"]["macro_f1"]
     log(
-        f"mask head: fine-tuned on {fit['photos']['train']} photos, validation accuracy {b:.3f} -> {a:.3f}; "
+        f"mask head: fine-tuned on {fit['photos']['train']} photos, validation macro-F1 {b:.3f} -> {a:.3f}; "
         + ("kept" if fit.get("improved") else "not better: classify uses the one photosort ships")
     )
     return {k: v for k, v in fit.items() if k != "curve"}
