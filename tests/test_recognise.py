@@ -51,7 +51,9 @@ def test_box_mapping_round_trips():
     box = (100.0, 50.0, 190.0, 178.0)
     back = from_detector_box(to_detector_box(box))
     assert np.allclose(back, box)
-    assert iou(box, to_detector_box(box)) > 0.8
+    # measured on the face-mask set's labels (brows to chin): the detector's box starts above theirs
+    d = to_detector_box(box)
+    assert d[1] < box[1] and d[3] < box[3] and iou(box, d) > 0.6
 
 
 @pytest.mark.parametrize("detector", [YuNetDetector(), MtcnnDetector()], ids=["yunet+onet", "mtcnn"])
