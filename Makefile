@@ -31,9 +31,9 @@ demo: $(STAMP)
 	@echo
 	@echo "Sorted copies:  runs/demo-sorted/  (with_mask/, without_mask/, mask_weared_incorrect/, uncertain/, manifest.csv)"
 	@echo "Model:          $(DEMO)/  (metrics.json; wandb offline run under $(DEMO)/wandb)"
-	@echo "Note: the labels are mask states, so the face detector + the mask head that ships with photosort"
-	@echo "      (trained on the face-mask set's train side) do the sorting; the YOLO detector trained here"
-	@echo "      for $${DEMO_MINUTES:-2} minutes on 60 photos on a CPU finds little (its mAP above) and is not used."
+	@echo "Note: the labels are mask states, so the face detector + photosort's mask head (trained on the"
+	@echo "      face-mask set's train side; fine-tuned on these labels if that measured better) do the sorting;"
+	@echo "      the YOLO detector trained here for $${DEMO_MINUTES:-2} minutes on 60 photos on a CPU finds little (its mAP above)."
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
