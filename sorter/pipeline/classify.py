@@ -28,7 +28,7 @@ from sorter.io.bundle import Bundle
 from sorter.io.index import Index
 from sorter.io.scan import scan
 from sorter.models.yolo import min_box_score
-from sorter.pipeline.analyse import Analyser, analyse_all
+from sorter.pipeline.analyse import Analysed, Analyser, analyse_all
 from sorter.pipeline.decide import decide
 from sorter.pipeline.masks import ACCEPT, LOW, mask_sorter
 from sorter.pipeline.recognise import FaceRecogniser, load_recogniser
@@ -296,7 +296,7 @@ class Commit:
         else:
             self.finish(step.photo, step.sha or "", step.faces or [], cached=True)
 
-    def analysed(self, a) -> None:  # a: sorter.pipeline.analyse.Analysed
+    def analysed(self, a: Analysed) -> None:
         for stage, sec in a.seconds.items():
             self.report.stage_seconds[stage] += sec
         photo = a.photo
