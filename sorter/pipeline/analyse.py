@@ -162,8 +162,9 @@ class Analyser:
         if self._recogniser is None:
             return yolo, None
         if isinstance(self._recogniser, MaskSorter):
-            faces = self._recogniser.recognise(d, yolo)
-            return faces, (self._recogniser.recognise(d, []) if self._detector is not None else faces)
+            found = self._recogniser.find(d)  # the face detector runs once for both answers
+            faces = self._recogniser.describe(found, yolo)
+            return faces, (self._recogniser.describe(found, []) if self._detector is not None else faces)
         found = self._recogniser.find(d)
         vectors: dict = {}
         alone = self._recogniser.describe(found, merge(found, []), vectors)

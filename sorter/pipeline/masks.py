@@ -21,7 +21,7 @@ from sorter.io.bundle import Bundle
 from sorter.io.decode import WORK_SIDE
 from sorter.models.onet import cached_onet
 from sorter.models.registry import FaceDetector, face_detector
-from sorter.pipeline.faces import find, merge
+from sorter.pipeline.faces import Detected, find, merge
 from sorter.pipeline.features import MASKED_AT, MaskStep
 from sorter.records import Decoded, Face
 
@@ -56,10 +56,19 @@ class MaskSorter:
     def thresholds(self) -> tuple[dict[str, float], dict[str, float]]:
         return dict.fromkeys(MASK_CLASSES, ACCEPT), dict.fromkeys(MASK_CLASSES, LOW)
 
-    def recognise(self, image: Decoded, faces: list[Face]) -> list[Face]:
+    def find(self, image: Decoded) -> Detected:
+        """The face detector's faces of ``image`` (before any YOLO box is merged in)."""
         self.load()
-        assert self._detector is not None and self._masks is not None
-        found = find(self._detector, image)
+        assert self._detector is not None
+        return find(self._detector, image)
+
+    def recognise(self, image: Decoded, faces: list[Face]) -> list[Face]:
+        return self.describe(self.find(image), faces)
+
+    def describe(self, found: Detected, faces: list[Face]) -> list[Face]:
+        """The face detector's faces, with ``faces`` (YOLO's) merged in, scored by mask state."""
+        self.load()
+        assert self._masks is not None
         merged = merge(found, faces)
         if not merged:
             return []

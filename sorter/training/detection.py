@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sorter.boxes import LABEL_TO_DETECTOR_BOX, Box, iou, to_detector_box
+from sorter.boxes import Box, from_detector_box, iou, to_detector_box
 from sorter.records import Face
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -45,9 +45,9 @@ def learn_box_map(pairs: Sequence[tuple[Box, Box]]) -> tuple[float, float, float
 
 
 def _default_map() -> tuple[float, float, float, float]:
-    a, b, c, d = LABEL_TO_DETECTOR_BOX
-    w, h = 1.0 / (c - a), 1.0 / (d - b)
-    return (-a * w, -b * h, -a * w + w, -b * h + h)
+    # the labelled box of a unit detector box, by the default mapping itself
+    x0, y0, x1, y1 = from_detector_box((0.0, 0.0, 1.0, 1.0))
+    return (x0, y0, x1, y1)
 
 
 def apply_box_map(dbox: Sequence[float], box_map: Sequence[float]) -> Box:
