@@ -41,7 +41,6 @@ LOCK_FILE = ".photosort.lock"
 INDEX_FILE = ".photosort-index.sqlite"
 UNCERTAIN = "uncertain"
 EXIT_OK, EXIT_FAILED, EXIT_PROBLEMS, EXIT_INTERRUPTED = 0, 1, 3, 130
-MANIFEST_HEADER = manifest.HEADER
 
 
 class ClassifyError(PhotosortError):

@@ -17,7 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -30,15 +30,6 @@ from sorter.models.registry import FaceDetector, face_detector
 from sorter.pipeline.faces import Detected, Found, find, merge
 from sorter.pipeline.features import DLIB, MASKED_AT, Featuriser, MaskStep
 from sorter.records import Decoded, Face
-
-
-class Recogniser(Protocol):
-    def recognise(self, image: Decoded, faces: list[Face]) -> list[Face]: ...
-
-    def rescore(self, faces: list[Face]) -> list[Face] | None: ...
-
-    @property
-    def embed_key(self) -> str: ...
 
 
 def load_recogniser(bundle: Bundle, threads: int | None = None) -> FaceRecogniser | None:
