@@ -9,54 +9,8 @@ from pathlib import Path
 import click
 
 from sorter import __version__
-
-EXIT_HELP = """
-Exit status: 0 done, 3 done but some files had problems (listed, and in manifest.csv),
-1 failed, 130 interrupted (run the same command again to resume)."""
-
-# Options several commands share, defined once so their wording stays the same everywhere.
-model_option = click.option(
-    "--model",
-    "model",
-    default="runs/photosort",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="A trained model folder (from photosort train).",
-)
-device_option = click.option(
-    "--device", default=None, help="cpu, 0 (first GPU), mps ... [default: a GPU if present, else cpu]"
-)
-
-
-def wandb_option(help_text: str):
-    return click.option(
-        "--wandb",
-        "wandb_mode",
-        type=click.Choice(["offline", "online", "off"]),
-        default="offline",
-        show_default=True,
-        help=help_text,
-    )
-
-
-def _errors(fn):
-    """Turn the library's named errors into one-line 'Error: ...' messages and their exit status."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from sorter.errors import PhotosortError
-
-        try:
-            return fn(*args, **kwargs)
-        except PhotosortError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Interrupted; run the same command again to resume.", err=True)
-            sys.exit(130)
-
-    return wrapper
+from sorter.cli_common import EXIT_HELP, _errors, device_option, model_option, wandb_option
+from sorter.cli_loop import COMMANDS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -381,6 +335,9 @@ def evaluate(
     metrics = do_evaluate(data, model, device=device, wandb=wandb_mode, out=out)
     click.echo(json.dumps(metrics, indent=1) if as_json else format_metrics(metrics))
 
+
+for _command in COMMANDS:
+    cli.add_command(_command)
 
 if __name__ == "__main__":
     cli()

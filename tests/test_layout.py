@@ -26,10 +26,13 @@ LAYERS = {
     "heads": 3,
     "pipeline": 4,
     "training": 5,
-    "api": 6,
-    "cli": 7,
-    "__init__": 8,
-    "__main__": 8,
+    "review": 6,
+    "api": 7,
+    "cli_common": 8,
+    "cli_loop": 8,
+    "cli": 8,
+    "__init__": 9,
+    "__main__": 9,
 }
 MAX_LINES = 400
 

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS photos (
     faces TEXT,          -- JSON list of faces; NULL when the photo could not be read
     error TEXT,
     copies TEXT NOT NULL DEFAULT '[]',
-    embed_key TEXT      -- what made the stored face vectors (faces re-scorable by a new recogniser)
+    embed_key TEXT,     -- what made the stored face vectors (faces re-scorable by a new recogniser)
+    doubted TEXT        -- JSON list of the people whose doubt sent the photo to uncertain/ (issue 13)
 );
 CREATE INDEX IF NOT EXISTS photos_sha ON photos(sha256);
 """
@@ -50,9 +51,10 @@ class Index:
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(SCHEMA)
                 cols = {r[1] for r in self.db.execute("PRAGMA table_info(photos)")}
-                if "embed_key" not in cols:  # an index written by an earlier photosort
-                    self.db.execute("ALTER TABLE photos ADD COLUMN embed_key TEXT")
-                    self.db.commit()
+                for col in ("embed_key", "doubted"):  # an index written by an earlier photosort
+                    if col not in cols:
+                        self.db.execute(f"ALTER TABLE photos ADD COLUMN {col} TEXT")
+                        self.db.commit()
                 # Version 2: each stored face may carry "mask" and "mask_score" (the mask head's). Rows of
                 # version 1 keep their faces; they read as mask unknown (None) until re-analysed.
                 if self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
@@ -138,10 +140,13 @@ class Index:
         error: str | None,
         copies: list[str],
         embed_key: str | None = None,
+        doubted: list[str] | None = None,
     ) -> None:
         with self._disk("updating"):
             self.db.execute(
-                "INSERT OR REPLACE INTO photos VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO photos"
+                " (rel, size, mtime_ns, sha256, model, faces, error, copies, embed_key, doubted)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     _key(rel),
                     size,
@@ -152,9 +157,31 @@ class Index:
                     _text(error),
                     json.dumps(copies),
                     embed_key,
+                    json.dumps(doubted or []),
                 ),
             )
             self.db.commit()
+
+    def rows(self) -> Iterator[Stored]:
+        """Every readable photo the index knows, as last sorted (for review, learn and file changes)."""
+        with self._disk("reading"):
+            rows = self.db.execute(
+                "SELECT rel, sha256, faces, copies, doubted FROM photos WHERE faces IS NOT NULL"
+            ).fetchall()
+        for rel, sha, faces, copies, doubted in rows:
+            rel = rel.decode("utf-8", "surrogateescape") if isinstance(rel, bytes) else rel
+            yield Stored(rel, sha or "", _faces(faces) or [], json.loads(copies), json.loads(doubted or "[]"))
+
+
+@dataclass
+class Stored:
+    """One photo's row: where it is in the library, its content hash, faces, copies, doubted people."""
+
+    rel: str
+    sha256: str
+    faces: list[Face]
+    copies: list[str]
+    doubted: list[str]
 
 
 def _out_of_space(exc: sqlite3.OperationalError, path: Path) -> bool:

@@ -36,8 +36,10 @@ def kept_faces(d: Decision) -> list[int]:
     kept = {k for k, f in enumerate(d.faces) if f.det_score >= FACE_AT}
     named = set(d.accepted) | set(d.uncertain)
     kept |= {k for p, k in d.assigned.items() if p in named}  # the face each named person was found in
-    for person in named - set(d.assigned):  # decisions made without an assignment record
-        kept.add(max(range(len(d.faces)), key=lambda k: d.faces[k].scores.get(person, 0.0)))
+    for person in named - set(d.assigned):  # decisions made without an assignment record (or by hand)
+        k = max(range(len(d.faces)), key=lambda k: d.faces[k].scores.get(person, 0.0), default=None)
+        if k is not None:
+            kept.add(k)
     return sorted(kept)
 
 

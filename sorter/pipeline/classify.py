@@ -25,6 +25,7 @@ from sorter.heads.calibrate import repick_thresholds
 from sorter.io import manifest
 from sorter.io import place as placing
 from sorter.io.bundle import Bundle
+from sorter.io.corrections import Correction
 from sorter.io.index import Index
 from sorter.io.scan import scan
 from sorter.models.yolo import min_box_score
@@ -32,6 +33,8 @@ from sorter.pipeline.analyse import Analysed, Analyser, analyse_all
 from sorter.pipeline.decide import decide
 from sorter.pipeline.masks import ACCEPT, LOW, mask_sorter
 from sorter.pipeline.recognise import FaceRecogniser, load_recogniser
+from sorter.pipeline.verdicts import apply as apply_verdicts
+from sorter.pipeline.verdicts import teacher_verdicts
 from sorter.records import Face, Photo, Problem
 from sorter.settings import ClassifySettings
 
@@ -223,7 +226,9 @@ def classify_library(
         index: Index | None = None
         try:
             index = Index(Path(":memory:") if s.dry_run else out / INDEX_FILE)
+            verdicts = {} if s.dry_run else teacher_verdicts(out, INDEX_FILE, library, bundle, by, index, log)
             commit = Commit(report, index, accept, low, key, ekey, s.dry_run, log, exclusive=masks is None)
+            commit.verdicts = verdicts
             items = list(scan(library, skip=[out]))
             photos = [p for p in items if isinstance(p, Photo)]
             for p in items:
@@ -280,6 +285,7 @@ class Commit:
     log: Callable[[str], object]
     exclusive: bool = True  # a class on at most one face of a photo (people; not mask states)
     rows: list[list[str]] = field(default_factory=list)
+    verdicts: dict[str, list[Correction]] = field(default_factory=dict)  # the teacher's, by photo hash
 
     def problem(self, problem: Problem) -> None:
         self.report.problems.append(problem)
@@ -314,7 +320,9 @@ class Commit:
         self, photo: Photo, sha: str, faces: list[Face], cached: bool = False, rescored: bool = False
     ) -> None:
         report, out = self.report, self.report.out
-        decision = decide(photo, faces, self.accept, self.low, exclusive=self.exclusive)
+        said = self.verdicts.get(sha)
+        seen, forced = apply_verdicts(faces, said) if said else (faces, None)
+        decision = decide(photo, seen, self.accept, self.low, exclusive=self.exclusive, forced=forced)
         old = [Path(p) for p in self.index.copies(photo.rel.as_posix())]
         copies: list[Path] = []
         ts = time.perf_counter()
@@ -347,6 +355,7 @@ class Commit:
                     None,
                     rel_copies,
                     self.ekey,
+                    decision.uncertain,
                 )
         report.stage_seconds["place"] += time.perf_counter() - ts
         report.photos += 1

@@ -17,12 +17,19 @@ def decide(
     accept: dict[str, float],
     low: dict[str, float],
     exclusive: bool = True,
+    forced: dict[str, bool] | None = None,
 ) -> Decision:
-    """``exclusive``: each class is on at most one face (people); False: on any number (mask states)."""
+    """``exclusive``: each class is on at most one face (people); False: on any number (mask states).
+    ``forced``: people the teacher put into (True) or out of (False) this photo (:mod:`.verdicts`)."""
     matched = assign_faces(faces) if exclusive else best_faces(faces)
-    people = {p: s for p, (_, s) in matched.items()}
-    accepted = sorted(p for p, s in people.items() if s >= accept.get(p, 1.0))
-    unsure = sorted(p for p, s in people.items() if p not in accepted and s >= low.get(p, 1.0))
+    people = {p: s for p, (_, s) in matched.items() if s > 0}
+    forced = forced or {}
+    for p, there in forced.items():
+        people[p] = 1.0 if there else 0.0
+    accepted = sorted(p for p, s in people.items() if s >= accept.get(p, 1.0) and forced.get(p) is not False)
+    unsure = sorted(
+        p for p, s in people.items() if p not in accepted and s >= low.get(p, 1.0) and p not in forced
+    )
     reason = ""
     if unsure:
         parts = []

@@ -27,6 +27,9 @@ from sorter.records import LabelledImage, LabelledSet, Photo
 from sorter.training.augment import draw_synthetic_mask
 
 MATCH_IOU = 0.3  # a detector box and a labelled box are the same face at this IoU
+# Beside the recogniser: the face vectors it was fitted on, so `learn` refits with corrections added
+# without decoding a training photo again.
+SAMPLES_FILE = "recogniser-samples.npz"
 
 
 def _load_rgb(path: Path) -> tuple[np.ndarray, float]:
@@ -225,7 +228,48 @@ def fit_recogniser(
                 masked=0.0,
             )
         )
-    n_photos = len(train_images)
+    save_samples(Path(out_path).with_name(SAMPLES_FILE), samples)
+    return fit_from_samples(
+        samples,
+        people,
+        len(train_images),
+        out_path,
+        detector.settings(),
+        target_precision=target_precision,
+        seed=seed,
+        log=log,
+        max_uncertain=max_uncertain,
+        c=c,
+        gamma=gamma,
+        folds=folds,
+        features=features,
+        t0=t0,
+    )
+
+
+def fit_from_samples(
+    samples: list[_Sample],
+    people: list[str],
+    n_photos: int,
+    out_path: Path,
+    detector_settings: dict[str, Any],
+    target_precision: float = 0.98,
+    seed: int = 0,
+    log: Callable[[str], Any] = print,
+    max_uncertain: float = 0.06,
+    c: float = 10.0,
+    gamma: float = 2.0,
+    folds: int = 5,
+    features: str = SFACE,
+    t0: float | None = None,
+) -> dict[str, Any]:
+    """Fit the head on face vectors, calibrate its thresholds by grouped cross-validation, save it.
+
+    ``samples``' ``photo`` numbers the photos 0..n_photos-1 (the groups of cross-validation and the
+    photo-level calibration); used by training and by ``learn`` (the teacher's corrections added).
+    """
+    t0 = time.perf_counter() if t0 is None else t0
+    n_str = sum(s.label == STRANGER for s in samples)
     model, val_scores, oof = _fit_and_validate(samples, people, n_photos, c, gamma, folds, seed)
     truth = np.zeros((n_photos, len(people)), bool)
     masked = np.zeros((n_photos, len(people)), bool)
@@ -255,7 +299,7 @@ def fit_recogniser(
         "seed": seed,
         "features": features,
         "metrics": metrics,
-        "detector": detector.settings(),
+        "detector": detector_settings,
     }
     out_path = Path(out_path)
     write_model(out_path, model, meta, val_scores=val_scores, val_truth=truth, val_masked=masked)
@@ -265,3 +309,25 @@ def fit_recogniser(
         f"(masked {metrics.get('recall_masked', 0):.3f}, unmasked {metrics.get('recall_unmasked', 0):.3f})"
     )
     return metrics
+
+
+def save_samples(path: Path, samples: list[_Sample]) -> None:
+    """The training vectors as plain arrays (``.npz``, read back with ``allow_pickle=False``)."""
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(
+        tmp,
+        x=np.stack([s.x for s in samples]).astype(np.float32),
+        x_aug=np.stack([s.x_aug for s in samples]).astype(np.float32),
+        label=np.array([s.label for s in samples]),
+        photo=np.array([s.photo for s in samples], np.int64),
+        masked=np.array([s.masked for s in samples], np.float32),
+    )
+    tmp.replace(path)
+
+
+def load_samples(path: Path) -> list[_Sample]:
+    with np.load(path, allow_pickle=False) as z:
+        return [
+            _Sample(photo=int(p), label=str(lb), x=x, x_aug=xa, masked=float(m))
+            for p, lb, x, xa, m in zip(z["photo"], z["label"], z["x"], z["x_aug"], z["masked"], strict=True)
+        ]

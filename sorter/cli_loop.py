@@ -1,0 +1,116 @@
+"""The teacher's half of the loop (issue 13): ``review``, ``learn`` and ``prelabel``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from sorter.cli_common import _errors, model_option
+
+# --- review -----------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The model folder OUT was sorted with. [default: the one classify used]",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, help="Port on 127.0.0.1 [default: any free one]"
+)
+@click.option("--no-browser", is_flag=True, help="Print the page's address; do not open a browser.")
+@_errors
+def review(out: Path, model: Path | None, port: int, no_browser: bool) -> None:
+    """Open a page in the browser to settle OUT's uncertain faces, one face at a time or many at once.
+
+    For each face in doubt: the face, its box on the whole photo, the best two names. Name it, call it
+    a stranger or not a face, or skip; browse a child's accepted faces and reject wrong ones; name
+    faces that recur in photos of no known person (a new child). Every decision is saved at once.
+    Then run 'photosort learn OUT' so the model learns from them.
+
+    The page is served on 127.0.0.1 only, with a secret token in its address: no other computer,
+    and no other page in your browser, can reach it. Ctrl-C stops it.
+    """
+    import webbrowser
+
+    from sorter.review.server import Review, ReviewServer
+
+    server = ReviewServer(Review(out, model), port=port)
+    click.echo(f"review page: {server.url}")
+    click.echo("(Ctrl-C to stop; decisions are saved as you make them)")
+    if not no_browser:
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped; every decision is saved. Next: photosort learn " + str(out))
+    finally:
+        server.stop()
+
+
+# --- learn ------------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The model to teach. [default: the one OUT was sorted with]",
+)
+@click.option("--undo", is_flag=True, help="Put back the model as it was before the last learn, and re-sort.")
+@_errors
+def learn(out: Path, model: Path | None, undo: bool) -> None:
+    """Learn from every correction since the last learn, then re-sort OUT.
+
+    Corrections are the review page's decisions and what you did in the file manager: a photo moved
+    or copied from OUT/uncertain/ into OUT/<name>/ (that person is in it), a copy removed from
+    uncertain/ or from a person's folder (that person is not), a new folder OUT/<new name>/ (a new
+    person). The recogniser is refitted from stored face vectors (no photo is decoded again) and
+    recalibrated; the previous version is kept (--undo puts it back). Your corrections always stand.
+    """
+    from sorter.review.learn import learn as do_learn
+
+    report = do_learn(out, model, undo=undo)
+    click.echo(report.summary())
+    sys.exit(report.resort.exit_code if report.resort is not None else 0)
+
+
+# --- prelabel ---------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("photos", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@model_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["voc", "yolo"]),
+    default="voc",
+    show_default=True,
+    help="Label files to write: Pascal VOC .xml, or YOLO .txt with a classes.txt per folder.",
+)
+@_errors
+def prelabel(photos: Path, model: Path, fmt: str) -> None:
+    """Write labelImg label files beside the new photos in PHOTOS, with the model's guesses.
+
+    Each photo without a label file gets one, with a box and the predicted name on every face the
+    model is sure of, so that in labelImg you correct boxes instead of drawing them. A label file
+    that exists is never overwritten (the photo is skipped and counted), and a photo with no face
+    above the threshold gets none. Check every photo in labelImg: a face the model missed has no box.
+    """
+    from sorter.io.bundle import Bundle
+    from sorter.training.prelabel import prelabel_folder
+
+    report = prelabel_folder(photos, Bundle.load(model), fmt, log=lambda line: click.echo(line, err=True))
+    click.echo(report.summary())
+    sys.exit(3 if report.problems else 0)
+
+
+COMMANDS: list[click.Command] = [review, learn, prelabel]

@@ -1,0 +1,77 @@
+"""Face crops and photo thumbnails for the review page, made from library photos the index names.
+
+Made on first request and kept in ``OUT/.photosort-review/`` (hidden; deleting it only costs time).
+The photo is decoded as classify decodes it (displayed orientation, at most 1,600 px), so the stored
+boxes (full-size displayed pixels) fall where they should. Written through a temporary name.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from sorter.io.decode import decode_work, read_photo
+from sorter.records import Photo
+
+CACHE = ".photosort-review"
+CROP_SIDE = 160
+THUMB_SIDE = 480
+
+
+def _decoded(library: Path, rel: str) -> tuple[Image.Image, float]:
+    path = library / rel
+    st = path.stat()
+    photo = Photo(path=path, rel=Path(rel), size=st.st_size, mtime_ns=st.st_mtime_ns)
+    d = decode_work(photo, read_photo(photo)[1])
+    return Image.fromarray(d.rgb), float(d.scale)
+
+
+def crop_jpeg(library: Path, rel: str, box: tuple[float, ...]) -> bytes:
+    """The face with a margin of half its size around it, CROP_SIDE px square."""
+    im, scale = _decoded(library, rel)
+    x0, y0, x1, y1 = (v / scale for v in box)
+    cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * 1.5
+    region = (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
+    face = im.crop(region).resize((CROP_SIDE, CROP_SIDE), Image.Resampling.LANCZOS)
+    return _jpeg(face)
+
+
+def thumb_jpeg(library: Path, rel: str, box: tuple[float, ...]) -> bytes:
+    """The whole photo, THUMB_SIDE px on its long side, the face's box drawn on it."""
+    im, scale = _decoded(library, rel)
+    k = THUMB_SIDE / max(im.size)
+    if k < 1:
+        im = im.resize((max(1, round(im.width * k)), max(1, round(im.height * k))), Image.Resampling.LANCZOS)
+    else:
+        k = 1.0
+    x0, y0, x1, y1 = (v / scale * k for v in box)
+    draw = ImageDraw.Draw(im)
+    for w, colour in ((4, (0, 0, 0)), (2, (255, 210, 0))):
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=w)
+    return _jpeg(im)
+
+
+def _jpeg(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def cached(out: Path, name: str, make) -> bytes:
+    """``make()``'s bytes, kept under ``out/CACHE/name`` for next time."""
+    folder = out / CACHE
+    path = folder / name
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    data = make()
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f".{name}.{os.getpid()}-{threading.get_ident()}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return data
