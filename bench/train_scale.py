@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -81,7 +80,12 @@ def main() -> None:
         lib = args.work / f"daycare-{n}"
         if not (lib / "labelled").is_dir():
             subprocess.run(
-                [sys.executable, str(SHARED / "bench" / "make_library.py"), "--lfw", str(SHARED / "data" / "lfw")]
+                [
+                    sys.executable,
+                    str(SHARED / "bench" / "make_library.py"),
+                    "--lfw",
+                    str(SHARED / "data" / "lfw"),
+                ]
                 + ["--out", str(lib), "--seed", "7", "--labelled", str(n), "--library", "10", "--jobs", "2"],
                 check=True,
                 capture_output=True,
@@ -96,7 +100,9 @@ def main() -> None:
     print(f"\n{'set':<24}{'photos':>8}{'faces':>8}{'seconds':>9}{'peak GB':>9}{'s/1k faces':>12}")
     for r in rows:
         per = r["seconds"] / max(1, r["faces"]) * 1000
-        print(f"{r['set']:<24}{r['photos']:>8}{r['faces']:>8}{r['seconds']:>9.0f}{r['peak_gb']:>9.2f}{per:>12.0f}")
+        print(
+            f"{r['set']:<24}{r['photos']:>8}{r['faces']:>8}{r['seconds']:>9.0f}{r['peak_gb']:>9.2f}{per:>12.0f}"
+        )
     print(f"wrote {args.out}")
 
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from sorter.cli import cli
 
-COMMANDS = [[], ["train"], ["classify"], ["evaluate"]]
+COMMANDS = [[], ["train"], ["classify"], ["evaluate"], ["review"], ["learn"], ["prelabel"]]
 
 
 def render() -> str:

@@ -15,6 +15,6 @@ __version__ = "0.1.0"
 # The API functions share their names with the modules that implement them (sorter.training.train is both).
 # Importing them here, after those modules, makes the package attribute the function for good.
 # This stays light: torch, ultralytics and dlib are only imported inside functions, when first used.
-from sorter.api import classify, evaluate, train  # noqa: E402
+from sorter.api import classify, evaluate, learn, train  # noqa: E402
 
-__all__ = ["classify", "evaluate", "train", "__version__"]
+__all__ = ["classify", "evaluate", "learn", "train", "__version__"]

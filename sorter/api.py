@@ -4,6 +4,7 @@ import sorter
 result = sorter.train("labelled/", name="daycare", epochs=30)
 report = sorter.classify("Photos/", out="sorted/", model="runs/daycare")
 metrics = sorter.evaluate("labelled-test/", model="runs/daycare")
+learnt = sorter.learn("sorted/")          # after reviewing sorted/ (photosort review, or the file manager)
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from typing import Any
 
 from sorter.io.bundle import Bundle
 from sorter.pipeline.classify import ClassifyReport, classify_library
+from sorter.review.learn import LearnReport
+from sorter.review.learn import learn as learn_from
 from sorter.settings import ClassifySettings, TrainSettings
 from sorter.training.evaluate import evaluate_model
+from sorter.training.prelabel import PrelabelReport, prelabel_folder
 from sorter.training.train import TrainResult, train_model
 
 
@@ -53,3 +57,17 @@ def evaluate(data: str | Path, model: str | Path | Bundle | TrainResult, **optio
     bundle = _bundle(model)
     assert bundle is not None, "evaluate needs a model"
     return evaluate_model(Path(data), bundle, **options)
+
+
+def learn(out: str | Path, model: str | Path | None = None, undo: bool = False) -> LearnReport:
+    """Refit the model ``out`` was sorted with from the teacher's corrections, then re-sort ``out``."""
+    return learn_from(Path(out), None if model is None else Path(model), undo=undo)
+
+
+def prelabel(
+    photos: str | Path, model: str | Path | Bundle | TrainResult, fmt: str = "voc", log=print
+) -> PrelabelReport:
+    """Write labelImg files beside ``photos`` with ``model``'s predictions (never over existing labels)."""
+    bundle = _bundle(model)
+    assert bundle is not None, "prelabel needs a model"
+    return prelabel_folder(Path(photos), bundle, fmt, log=log)

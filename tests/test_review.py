@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import http.client
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -225,3 +227,98 @@ def test_page_decisions_are_stored_at_once_and_learnt(daycare, tmp_path):
     assert report.used == max(0, settled - 1)
     if report.used:
         assert report.round == 1 and report.resort is not None
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTEFACTS = Path(__file__).resolve().parents[1] / "runs" / "test-artifacts"
+# As root in a container Chromium needs --no-sandbox; the rest keep it off this machine's closed network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def test_review_page_in_a_real_browser(daycare, tmp_path):
+    if not CHROMIUM:
+        if os.environ.get("CI"):  # CI must run it: .ci/run installs Debian's chromium
+            pytest.fail("no Chromium on the CI machine (.ci/run should have installed Debian's chromium)")
+        pytest.skip("no Chromium here (Debian's chromium package; .ci/run installs it)")
+    from playwright.sync_api import expect, sync_playwright
+
+    from sorter.io.corrections import Corrections
+    from sorter.pipeline.classify import INDEX_FILE
+    from sorter.review.server import Review, ReviewServer
+
+    out = sorted_copy(daycare, tmp_path)
+    server = ReviewServer(Review(out)).start()
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    own = f"http://127.0.0.1:{server.port}/"
+    outside: list[str] = []
+    errors: list[str] = []
+
+    def stored() -> list:
+        c = Corrections(out / INDEX_FILE)
+        try:
+            return c.active()
+        finally:
+            c.close()
+
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(own) else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url)
+            page.wait_for_selector("body[data-ready=doubts]")
+            state = server.review.state()
+            assert int(page.get_attribute("body", "data-cards")) == len(state["doubts"])
+            page.wait_for_load_state("networkidle")  # the crops in view have loaded
+            page.screenshot(path=str(ARTEFACTS / "review-doubts.png"), full_page=True)
+            if state["doubts"]:  # key 1 names the focused face with its first suggestion
+                first = page.locator(".card").first.get_attribute("data-id")
+                page.keyboard.press("1")
+                page.wait_for_selector(f'.card[data-id="{first}"]', state="detached")
+                assert stored()[-1].verdict == "is"
+            # a child's accepted faces: reject one, undo it by key, then name two at once as strangers
+            page.click('.tab[data-tab="person"]')
+            page.wait_for_selector("body[data-ready=person] .card")
+            page.wait_for_load_state("networkidle")  # the crops in view have loaded
+            page.screenshot(path=str(ARTEFACTS / "review-child.png"), full_page=True)
+            cards = page.locator(".card")
+            child = page.input_value("#person-pick")
+            first = cards.first.get_attribute("data-id")
+            cards.first.locator("button.not").click()
+            page.wait_for_selector(f'.card[data-id="{first}"]', state="detached")
+            last = stored()[-1]
+            assert (last.verdict, last.person) == ("not", child)
+            assert float(page.get_attribute("body", "data-last-save")) < 1000
+            before = len(stored())
+            page.keyboard.press("u")
+            expect(page.locator("#status")).to_have_text(re.compile("^undone"))
+            assert len(stored()) == before - 1
+            page.wait_for_selector("body[data-ready=person] .card")
+            n = page.locator(".card").count()
+            if n >= 2:
+                for k in range(2):
+                    page.locator(".card").nth(k).locator("input[type=checkbox]").check()
+                assert page.is_visible("#bulk")
+                page.click("#bulk-stranger")
+                expect(page.locator(".card")).to_have_count(n - 2)
+                got = stored()
+                assert [c.verdict for c in got[-2:]] == ["stranger", "stranger"]
+                assert got[-1].batch == got[-2].batch  # one click, one batch (undone together)
+            page.click('.tab[data-tab="new"]')
+            page.wait_for_selector("body[data-ready=new]")
+            page.wait_for_load_state("networkidle")  # the crops in view have loaded
+            page.screenshot(path=str(ARTEFACTS / "review-new-faces.png"), full_page=True)
+            browser.close()
+    finally:
+        server.stop()
+    assert not outside, f"the page asked for something outside: {outside[:3]}"
+    assert not errors, errors

@@ -170,9 +170,12 @@ def _handler(server: ReviewServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(body)))
             for k, v in HEADERS.items():
                 self.send_header(k, v)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+            try:
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the browser went away (a lazy image dropped)
+                self.close_connection = True
 
         def _json(self, status: int, obj: object) -> None:
             self._send(status, json.dumps(obj).encode())
@@ -208,11 +211,15 @@ def _handler(server: ReviewServer) -> type[BaseHTTPRequestHandler]:
                     prefix = f"/{kind}/"
                     if path.startswith(prefix) and path.endswith(".jpg"):
                         data = review.image(kind, path[len(prefix) : -4])
-                        return self._send(HTTPStatus.OK, data, "image/jpeg")
+                        break
+                else:
+                    data = None
             except KeyError:
                 return self._json(HTTPStatus.NOT_FOUND, {"error": "no such face"})
             except OSError as exc:  # the photo moved or cannot be read: say so, keep serving
                 return self._json(HTTPStatus.GONE, {"error": f"photo unreadable: {exc.strerror or exc}"})
+            if data is not None:
+                return self._send(HTTPStatus.OK, data, "image/jpeg")
             return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
         def do_POST(self) -> None:  # noqa: N802

@@ -32,19 +32,19 @@ def learn_box_map(pairs: Sequence[tuple[Box, Box]]) -> tuple[float, float, float
     match; with no pairs, the inverse of :data:`sorter.boxes.LABEL_TO_DETECTOR_BOX`.
     """
     if not pairs:
-        return _default_map()
+        return default_map()
     rel = []
     for d, lb in pairs:
         w, h = d[2] - d[0], d[3] - d[1]
         if w > 0 and h > 0:
             rel.append(((lb[0] - d[0]) / w, (lb[1] - d[1]) / h, (lb[2] - d[0]) / w, (lb[3] - d[1]) / h))
     if not rel:
-        return _default_map()
+        return default_map()
     m = np.median(np.array(rel), 0)
     return (float(m[0]), float(m[1]), float(m[2]), float(m[3]))
 
 
-def _default_map() -> tuple[float, float, float, float]:
+def default_map() -> tuple[float, float, float, float]:
     # the labelled box of a unit detector box, by the default mapping itself
     x0, y0, x1, y1 = from_detector_box((0.0, 0.0, 1.0, 1.0))
     return (x0, y0, x1, y1)

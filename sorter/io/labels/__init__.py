@@ -1,6 +1,7 @@
 """Read a labelImg folder (Pascal VOC, YOLO or CreateML) into a validated :class:`LabelledSet`.
 
-Everything here only reads: nothing is ever written under the user's folder. Each bad input becomes a
+Reading never writes under the user's folder (only `photosort prelabel` writes, through :mod:`.write`,
+and never over an existing label). Each bad input becomes a
 :class:`Problem` naming the file (and line where one is known) and the run goes on. A photo with any
 bad box is left out entirely, because a face left unlabelled would teach the detector it is background.
 All boxes come out in *displayed* pixels (EXIF orientation applied), clipped to the image. Things
