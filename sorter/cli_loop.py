@@ -9,17 +9,19 @@ import click
 
 from sorter.cli_common import _errors, model_option
 
-# --- review -----------------------------------------------------------------------------------------
-
-
-@click.command()
-@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
+sorted_with_option = click.option(
     "--model",
     type=click.Path(path_type=Path),
     default=None,
     help="The model folder OUT was sorted with. [default: the one classify used]",
 )
+
+# --- review -----------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@sorted_with_option
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=0, help="Port on 127.0.0.1 [default: any free one]"
 )
@@ -58,12 +60,7 @@ def review(out: Path, model: Path | None, port: int, no_browser: bool) -> None:
 
 @click.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--model",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The model to teach. [default: the one OUT was sorted with]",
-)
+@sorted_with_option
 @click.option("--undo", is_flag=True, help="Put back the model as it was before the last learn, and re-sort.")
 @_errors
 def learn(out: Path, model: Path | None, undo: bool) -> None:

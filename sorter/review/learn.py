@@ -31,7 +31,14 @@ from sorter.io.index import Index, Stored, unpack
 from sorter.io.outfolder import record_file_changes
 from sorter.pipeline.classify import INDEX_FILE, ClassifyReport, classify_library
 from sorter.pipeline.verdicts import locate, which_face
-from sorter.training.fit import SAMPLES_FILE, _Sample, fit_from_samples, load_samples, save_samples
+from sorter.training.fit import (
+    SAMPLES_FILE,
+    FitSettings,
+    _Sample,
+    fit_from_samples,
+    load_samples,
+    save_samples,
+)
 
 VERSIONS = "versions"
 
@@ -152,18 +159,7 @@ def _learn(out: Path, bundle: Bundle, corrections: Corrections, report: LearnRep
     report.round = _save_version(bundle.path, [rec_path, samples_path])
     t = time.perf_counter()
     report.cv = fit_from_samples(
-        samples + new,
-        people,
-        first + len(groups),
-        rec_path,
-        meta["detector"],
-        target_precision=meta["target_precision"],
-        seed=meta["seed"],
-        log=log,
-        max_uncertain=meta["max_uncertain"],
-        c=meta["c"],
-        gamma=meta["gamma"],
-        features=meta["features"],
+        samples + new, people, first + len(groups), rec_path, meta["detector"], FitSettings.of(meta), log
     )
     report.fit_seconds = time.perf_counter() - t
     save_samples(samples_path, samples + new)

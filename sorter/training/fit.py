@@ -229,22 +229,28 @@ def fit_recogniser(
             )
         )
     save_samples(Path(out_path).with_name(SAMPLES_FILE), samples)
+    settings = FitSettings(target_precision, max_uncertain, c, gamma, folds, seed, features)
     return fit_from_samples(
-        samples,
-        people,
-        len(train_images),
-        out_path,
-        detector.settings(),
-        target_precision=target_precision,
-        seed=seed,
-        log=log,
-        max_uncertain=max_uncertain,
-        c=c,
-        gamma=gamma,
-        folds=folds,
-        features=features,
-        t0=t0,
+        samples, people, len(train_images), out_path, detector.settings(), settings, log, t0
     )
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How the identity head is fitted and calibrated (stored in the recogniser's metadata)."""
+
+    target_precision: float = 0.98
+    max_uncertain: float = 0.06
+    c: float = 10.0
+    gamma: float = 2.0
+    folds: int = 5
+    seed: int = 0
+    features: str = SFACE
+
+    @classmethod
+    def of(cls, meta: dict[str, Any]) -> FitSettings:
+        """The settings a stored recogniser was fitted with."""
+        return cls(**{k: meta[k] for k in cls.__dataclass_fields__ if k in meta})
 
 
 def fit_from_samples(
@@ -253,14 +259,8 @@ def fit_from_samples(
     n_photos: int,
     out_path: Path,
     detector_settings: dict[str, Any],
-    target_precision: float = 0.98,
-    seed: int = 0,
+    settings: FitSettings,
     log: Callable[[str], Any] = print,
-    max_uncertain: float = 0.06,
-    c: float = 10.0,
-    gamma: float = 2.0,
-    folds: int = 5,
-    features: str = SFACE,
     t0: float | None = None,
 ) -> dict[str, Any]:
     """Fit the head on face vectors, calibrate its thresholds by grouped cross-validation, save it.
@@ -269,8 +269,10 @@ def fit_from_samples(
     photo-level calibration); used by training and by ``learn`` (the teacher's corrections added).
     """
     t0 = time.perf_counter() if t0 is None else t0
+    f = settings
+    target_precision, max_uncertain, seed = f.target_precision, f.max_uncertain, f.seed
     n_str = sum(s.label == STRANGER for s in samples)
-    model, val_scores, oof = _fit_and_validate(samples, people, n_photos, c, gamma, folds, seed)
+    model, val_scores, oof = _fit_and_validate(samples, people, n_photos, f.c, f.gamma, f.folds, seed)
     truth = np.zeros((n_photos, len(people)), bool)
     masked = np.zeros((n_photos, len(people)), bool)
     for s in samples:
@@ -294,10 +296,10 @@ def fit_from_samples(
         "low": low,
         "target_precision": target_precision,
         "max_uncertain": max_uncertain,
-        "c": c,
-        "gamma": gamma,
+        "c": f.c,
+        "gamma": f.gamma,
         "seed": seed,
-        "features": features,
+        "features": f.features,
         "metrics": metrics,
         "detector": detector_settings,
     }
