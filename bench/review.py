@@ -91,6 +91,17 @@ def truth_faces(half: Path) -> dict[str, list[tuple[str, list[float]]]]:
     return out
 
 
+def appearances(half: Path, min_height: int = 48) -> int:
+    """Appearances eval_sort counts for recall and lost (faces at least 48 px tall)."""
+    with open(half / "truth.csv", encoding="utf-8") as fh:
+        return sum(
+            1
+            for r in csv.DictReader(fh)
+            for f in json.loads(r["faces"])
+            if f["label"] and f["height"] >= min_height
+        )
+
+
 def who_is(box, faces) -> str | None:
     """The true person on a detected face: the labelled face it overlaps most (IoU >= 0.3)."""
     from sorter.boxes import iou
@@ -239,6 +250,7 @@ def main() -> None:
         # the detector is not what review teaches (classify skips it when it sorts no better): 1 epoch
         sorter.train(lib / "labelled", name="m0", runs_dir=work / "runs", epochs=1, imgsz=320, wandb="off")
     result: dict = {"settings": vars(args) | {"work": str(work), "out": str(args.out)}}
+    result["machine_load_at_start"] = [round(v, 2) for v in os.getloadavg()]
     b_before = work / "B-before"
     if not (b_before / "manifest.csv").is_file():
         result["classify_B_seconds"] = classify(work / "B", b_before, model0)
@@ -270,11 +282,12 @@ def main() -> None:
             "A_after": score(work / "A", out_a),
             "B_after": after,
             "B_resort_seconds": round(time.perf_counter() - t, 1),
+            "appearances_B_48px": appearances(work / "B"),
         }
         print(way, json.dumps(result[way]), flush=True)
     if shutil.which("chromium"):
-        result["page"] = page_timing(a_out, model0, work)
-        print("page", result["page"], flush=True)
+        result["page_timing"] = page_timing(a_out, model0, work)
+        print("page timing", result["page_timing"], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\n{'half B':<22}{'precision':>10}{'recall':>8}{'uncertain':>10}{'lost':>6}")
@@ -285,8 +298,8 @@ def main() -> None:
     n_a = len(truth_faces(work / "A"))
     for way in ("page", "files"):
         print(f"learn ({way}): {result[way]['learn_seconds']} s on a {n_a}-photo output")
-    if "page" in result:
-        pg = result["page"]
+    if "page_timing" in result:
+        pg = result["page_timing"]
         print(
             f"page: {pg['faces_shown']} faces in {pg['load_s_best']} s; "
             f"a decision in {pg['decision_ms_mean']} ms"

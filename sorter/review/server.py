@@ -143,10 +143,17 @@ class ReviewServer:
     def start(self) -> ReviewServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
+        self.warm()
         return self
 
     def serve_forever(self) -> None:
+        self.warm()
         self.httpd.serve_forever()
+
+    def warm(self) -> None:
+        """Build the queue once in the background (index read, clustering imported) while the browser
+        opens, so the first page load does not wait for it."""
+        threading.Thread(target=self.review.queue, daemon=True).start()
 
     def stop(self) -> None:
         self.httpd.shutdown()
