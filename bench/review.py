@@ -193,7 +193,10 @@ def page_timing(out: Path, model: Path, work: Path) -> dict:
     b.per_class_threshold = dict.fromkeys(b.classes, 1.01)
     b.per_class_low = dict.fromkeys(b.classes, 0.05)
     b.save()
-    server = ReviewServer(Review(out, wide)).start()
+    copy = work / "A-page-timing"  # the timing's decisions (skips) stay out of the measured folders
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(out, copy)
+    server = ReviewServer(Review(copy, wide)).start()
     chromium = shutil.which("chromium")
     args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
     args += ["--disable-sync", "--no-first-run"]

@@ -1,6 +1,6 @@
 """Face crops and photo thumbnails for the review page, made from library photos the index names.
 
-Made on first request and kept in ``OUT/.photosort-review/`` (hidden; deleting it only costs time).
+Made on first request and kept in the output folder's index file (table ``crops``).
 The photo is decoded as classify decodes it (displayed orientation, at most 1,600 px), so the stored
 boxes (full-size displayed pixels) fall where they should. Written through a temporary name.
 """
@@ -8,8 +8,7 @@ boxes (full-size displayed pixels) fall where they should. Written through a tem
 from __future__ import annotations
 
 import io
-import os
-import threading
+import sqlite3
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -17,7 +16,6 @@ from PIL import Image, ImageDraw
 from sorter.io.decode import decode_work, read_photo
 from sorter.records import Photo
 
-CACHE = ".photosort-review"
 CROP_SIDE = 160
 THUMB_SIDE = 480
 
@@ -61,17 +59,21 @@ def _jpeg(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def cached(out: Path, name: str, make) -> bytes:
-    """``make()``'s bytes, kept under ``out/CACHE/name`` for next time."""
-    folder = out / CACHE
-    path = folder / name
+def cached(index_file: Path, name: str, make) -> bytes:
+    """``make()``'s bytes, kept in the index file's ``crops`` table for next time.
+
+    In the index rather than as files: the output folder holds only the teacher's folders (a crop file
+    would look like a stray photo to anyone, or any tool, listing it), and a crop is written whole.
+    """
+    db = sqlite3.connect(index_file, timeout=30)
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    data = make()
-    folder.mkdir(exist_ok=True)
-    tmp = folder / f".{name}.{os.getpid()}-{threading.get_ident()}.tmp"
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return data
+        db.execute("CREATE TABLE IF NOT EXISTS crops (name TEXT PRIMARY KEY, data BLOB NOT NULL)")
+        row = db.execute("SELECT data FROM crops WHERE name=?", (name,)).fetchone()
+        if row is not None:
+            return bytes(row[0])
+        data = make()
+        with db:
+            db.execute("INSERT OR REPLACE INTO crops VALUES (?, ?)", (name, data))
+        return data
+    finally:
+        db.close()
