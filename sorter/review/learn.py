@@ -159,7 +159,14 @@ def _learn(out: Path, bundle: Bundle, corrections: Corrections, report: LearnRep
     report.round = _save_version(bundle.path, [rec_path, samples_path])
     t = time.perf_counter()
     report.cv = fit_from_samples(
-        samples + new, people, first + len(groups), rec_path, meta["detector"], FitSettings.of(meta), log
+        samples + new,
+        people,
+        first + len(groups),
+        rec_path,
+        meta["detector"],
+        FitSettings.of(meta),
+        log,
+        calibrate_on=first,
     )
     report.fit_seconds = time.perf_counter() - t
     save_samples(samples_path, samples + new)

@@ -262,11 +262,15 @@ def fit_from_samples(
     settings: FitSettings,
     log: Callable[[str], Any] = print,
     t0: float | None = None,
+    calibrate_on: int | None = None,
 ) -> dict[str, Any]:
     """Fit the head on face vectors, calibrate its thresholds by grouped cross-validation, save it.
 
     ``samples``' ``photo`` numbers the photos 0..n_photos-1 (the groups of cross-validation and the
     photo-level calibration); used by training and by ``learn`` (the teacher's corrections added).
+    ``calibrate_on``: thresholds from the first this many photos only. ``learn`` passes the labelled
+    photos: corrected photos are the ones the model doubted, hard by selection, so counting them would
+    calibrate for a library made of doubts (narrower review band, photos lost instead of reviewed).
     """
     t0 = time.perf_counter() if t0 is None else t0
     f = settings
@@ -279,8 +283,9 @@ def fit_from_samples(
         if s.label != STRANGER and s.photo >= 0:
             truth[s.photo, people.index(s.label)] = True
             masked[s.photo, people.index(s.label)] = s.masked >= MASKED_AT
-    accept, low = pick_thresholds(val_scores, truth, people, target_precision, max_uncertain)
-    metrics = photo_rates(val_scores, truth, masked, people, accept)
+    cal = slice(0, n_photos if calibrate_on is None else calibrate_on)
+    accept, low = pick_thresholds(val_scores[cal], truth[cal], people, target_precision, max_uncertain)
+    metrics = photo_rates(val_scores[cal], truth[cal], masked[cal], people, accept)
     metrics.update(
         target_precision=target_precision,
         faces=len(samples) - n_str,
@@ -304,7 +309,9 @@ def fit_from_samples(
         "detector": detector_settings,
     }
     out_path = Path(out_path)
-    write_model(out_path, model, meta, val_scores=val_scores, val_truth=truth, val_masked=masked)
+    write_model(
+        out_path, model, meta, val_scores=val_scores[cal], val_truth=truth[cal], val_masked=masked[cal]
+    )
     log(
         f"recogniser: saved {out_path}; CV precision {metrics['precision']:.3f} "
         f"recall {metrics['recall']:.3f} "
