@@ -59,6 +59,21 @@ def test_classify_by_mask_needs_no_model_and_reads_real_masks(tmp_path: Path) ->
 BOX = (10.0, 10.0, 50.0, 60.0)
 
 
+def test_classify_by_mask_on_worker_processes_decides_as_in_process(tmp_path: Path) -> None:
+    """60 photos: enough for 2 worker processes, which get the mask sorter unloaded (a loaded one
+    cannot be sent to a process); the decisions are those of one process."""
+    import sorter
+
+    rows = {}
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        report = sorter.classify(SAMPLE / "train", out, by="mask", workers=workers, progress=False)
+        assert report.photos == 60 and not report.problems
+        with open(out / "manifest.csv", newline="", encoding="utf-8") as fh:
+            rows[workers] = {r["sha256"]: (r["accepted"], r["uncertain"]) for r in csv.DictReader(fh)}
+    assert rows[0] == rows[2]
+
+
 @pytest.mark.parametrize(
     ("preds", "truth", "ap50", "ap50_95"),
     [

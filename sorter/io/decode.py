@@ -10,19 +10,27 @@ whose long side is still >= ``WORK_SIDE``. The same photo decoded in full and th
 :func:`canonical` gives nearly the same pixels, so what the models find does not depend on how a photo
 was decoded (a naive full-size loop and classify agree). Measured on 12-MP JPEGs, one core: OpenCV's
 reduced decode 36 ms at 1/4 and 45 ms at 1/2 (Pillow's ``draft``: 48 and 160 ms), 96 ms in full.
+
+HEIC/HEIF photos (iPhone) decode with pillow-heif, registered with Pillow by :func:`open_image` on its
+first call (nothing is imported at ``import sorter``). libheif applies the HEIF rotation and mirroring
+(``irot``/``imir``) itself and pillow-heif then sets the EXIF orientation it hands Pillow to 1, so the
+orientation is applied exactly once (the HEIF rule: ``irot``/``imir`` decide, EXIF orientation is only
+informative). A file no decoder reads gets a reason naming what it is (:func:`unreadable_reason`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import sys
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from sorter.io.exif import displayed_size, exif_orientation, upright_array
+from sorter.io.formats import HEAD_BYTES, UNKNOWN, Kind, describe_head, sniff
 from sorter.records import Decoded, Photo
 
 # A 12-MP phone photo is 12e6 pixels; 50x that is no photo anyone took. Refusing early protects memory
@@ -173,18 +181,19 @@ def decode(
                     # draft picks the largest DCT scale that still gives >= the requested size.
                     want = draft or max_side
                     im.draft("RGB", (want, want))
-                im.seek(0)  # multi-frame GIF/TIFF/WebP: the first frame is the photo
+                if im.format != "HEIF":  # HEIF opens at its primary image, which need not be the first
+                    im.seek(0)  # multi-frame GIF/TIFF/WebP: the first frame is the photo
                 im.load()
                 im = ImageOps.exif_transpose(im) or im
                 rgb = _to_rgb(im)
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(_reason(exc)) from None
+        raise DecodeError(unreadable_reason(exc, photo.path if data is None else data)) from None
     except OSError as exc:
         if exc.errno is not None:
             raise  # the file system's error (vanished, permission): not a verdict on the photo, not cached
-        raise DecodeError(_reason(exc)) from None
-    except (SyntaxError, ValueError, EOFError, TypeError) as exc:
-        raise DecodeError(_reason(exc)) from None
+        raise DecodeError(unreadable_reason(exc, photo.path if data is None else data)) from None
+    except (SyntaxError, ValueError, EOFError, TypeError, RuntimeError) as exc:  # RuntimeError: libheif
+        raise DecodeError(unreadable_reason(exc, photo.path if data is None else data)) from None
     h, w = rgb.shape[:2]
     long_side = max(w, h)
     if long_side > max_side:
@@ -199,12 +208,35 @@ def open_image(path) -> Image.Image:
 
     That wrapper reacts to any unreadable file (random bytes named .jpg) by trying to install and
     import a HEIF plugin: a network attempt and a crash (ModuleNotFoundError) instead of a reason.
+    HEIC/HEIF photos open through pillow-heif, registered here on the first call (:func:`register_heif`).
     """
+    register_heif()
     opener = Image.open
     patches = sys.modules.get("ultralytics.utils.patches")
     if patches is not None and opener is getattr(patches, "image_open", None):
         opener = getattr(patches, "_image_open", opener)
     return opener(path)
+
+
+_heif_state: list[str | None] = []  # [] untried; [None] registered; [why not]
+
+
+def register_heif() -> str | None:
+    """Register pillow-heif's HEIF opener with Pillow, once per process (~50 ms, the first call only).
+
+    None when HEIC photos decode, else what is missing. Thumbnails, depth maps and auxiliary images are
+    left unread: a photo is always decoded from its own pixels, as a JPEG is.
+    """
+    if not _heif_state:
+        try:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+            _heif_state.append(None)
+        except Exception as exc:  # noqa: BLE001 - not installed, or its libheif does not load
+            first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            _heif_state.append(f"pillow-heif, needed to decode it, is not available ({first})")
+    return _heif_state[0]
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
@@ -220,12 +252,80 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    if isinstance(exc, UnidentifiedImageError):
-        return "not an image Pillow can read (unknown or corrupt format)"
+def unreadable_reason(exc: BaseException, src: bytes | str | os.PathLike | None = None) -> str:
+    """One line naming why a photo cannot be decoded, from the decoder's exception and what the file's
+    first bytes say it is (``src``: its bytes or its path): the format and what is wrong with it, or that
+    it is no photo at all, never a bare "corrupt"."""
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return f"image too large (over {MAX_PIXELS:,} pixels; possible decompression bomb)"
-    if "truncated" in text.lower():
-        return "truncated file (incomplete image data)"
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    head = _head(src)
+    kind = sniff(head) if head else None
+    if isinstance(exc, UnidentifiedImageError):
+        if kind is None:
+            return "not an image Pillow can read (unknown or corrupt format)"
+        return _unidentified(kind, head, src)
+    text = str(exc)
+    first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+    label = kind.label if kind is not None and kind.photo else None
+    if _truncated(text):
+        return f"{label}, truncated (incomplete image data)" if label else _TRUNCATED
+    if kind is not None and kind.pillow in _BMFF_DECODERS:
+        return f"{kind.label}, but {_BMFF_DECODERS[kind.pillow]} cannot decode it: {first}"
+    return f"{label}, damaged: {first}" if label else first
+
+
+def _unidentified(kind: Kind, head: bytes, src) -> str:
+    """Why Pillow found no decoder for a file whose first bytes say it is ``kind``."""
+    if kind is UNKNOWN:
+        return f"not an image (starts with {describe_head(head)})"
+    if not kind.photo:
+        return kind.label
+    if kind.pillow == "HEIF" and register_heif() is not None:
+        return f"{kind.label}, but {register_heif()}"
+    if kind.pillow == "AVIF" and not features.check("avif"):
+        return "an AVIF image; no decoder for it installed (this Pillow was built without AVIF)"
+    why = _decoder_says(kind.pillow, src)
+    # ISO media: libheif's or libavif's "end of file" is as often a garbled box as a cut file: their words
+    if kind.pillow in _BMFF_DECODERS:
+        return f"{kind.label}, but {_BMFF_DECODERS[kind.pillow]} cannot decode it: {why}"
+    if _truncated(why):
+        return f"{kind.label}, truncated (incomplete image data)"
+    return f"{kind.label}, damaged (its header cannot be read: {why})"
+
+
+def _decoder_says(fmt: str | None, src) -> str:
+    """The message of the Pillow plugin for ``fmt`` when it opens ``src`` (Image.open drops it)."""
+    Image.init()
+    factory = Image.OPEN.get(fmt or "", (None,))[0]
+    if factory is None or src is None:
+        return "no decoder accepted it"
+    try:
+        with io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb") as fh:
+            factory(fh, None).close()
+    except Exception as exc:  # noqa: BLE001 - each plugin raises its own types
+        text = str(exc).strip()
+        return text.splitlines()[0][:160] if text else type(exc).__name__
+    return "its header reads, yet Pillow did not accept it"
+
+
+def _head(src) -> bytes:
+    if src is None:
+        return b""
+    if isinstance(src, bytes):
+        return src[:HEAD_BYTES]
+    try:
+        with open(src, "rb") as fh:
+            return fh.read(HEAD_BYTES)
+    except OSError:
+        return b""
+
+
+_TRUNCATED = "truncated file (incomplete image data)"
+_BMFF_DECODERS = {"HEIF": "pillow-heif", "AVIF": "Pillow's AVIF decoder"}
+_TRUNCATION_WORDS = ("truncated", "end of file", "insufficient input data", "file size too small")
+
+
+def _truncated(text: str) -> bool:
+    """Whether a decoder's message says the data stops early (Pillow's and libheif's wording)."""
+    low = text.lower()
+    return any(w in low for w in _TRUNCATION_WORDS)

@@ -190,8 +190,15 @@ def analyse_all(
     todo = batches(photos, max(1, chunk))
     if workers >= 2:
         # each worker gets a copy with its share of the cores; the caller's analyser is left as it was
+        # (models unloaded: a loaded one holds locks and sessions that cannot be sent to a process)
+        masks = analyser.masks and dataclasses.replace(analyser.masks, _detector=None, _masks=None)
         pooled = dataclasses.replace(
-            analyser, threads=max(1, cores() // workers), _detector=None, _recogniser=None, _loaded=False
+            analyser,
+            threads=max(1, cores() // workers),
+            masks=masks,
+            _detector=None,
+            _recogniser=None,
+            _loaded=False,
         )
         done = 0
         try:

@@ -1,6 +1,9 @@
 """Turn a :class:`LabelledSet` into an ultralytics detection dataset inside the run folder.
 
 The user's folder is only ever read: images are hard-linked or copied out of it, never written.
+HEIC/HEIF photos are written as JPEG copies: ultralytics reads images with OpenCV, which has no HEIF
+decoder, and its fallback wants the ``pi-heif`` package (a pip install mid-run, or, offline, the photo
+dropped from training as "corrupt").
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from collections import Counter
 from pathlib import Path
 
 import yaml
+from PIL import Image
 
-from sorter.io.decode import open_image
+from sorter.io.decode import decode, open_image
 from sorter.io.exif import TRANSPOSE_FOR_ORIENTATION, exif_orientation
-from sorter.records import LabelledImage, LabelledSet
+from sorter.records import LabelledImage, LabelledSet, Photo
 
 _PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"})
+HEIF_JPEG_QUALITY = 95  # the copy ultralytics trains on; the boxes are on the same (displayed) pixels
 
 
 def split(ls: LabelledSet, val_fraction: float = 0.2, seed: int = 0) -> dict[Path, str]:
@@ -109,10 +114,14 @@ def build_yolo_dataset(
         side = sides[im.image]
         with open_image(im.image) as probe:
             orientation = exif_orientation(probe)
-        suffix = im.image.suffix.lower() if orientation == 1 else ".png"
+            heif = probe.format == "HEIF"
+        suffix = ".jpg" if heif else im.image.suffix.lower() if orientation == 1 else ".png"
         name = f"{i:05d}_{im.image.stem}{suffix}"
         dst = out / "images" / side / name
-        _place_image(im.image, dst, orientation)
+        if heif:
+            _heif_to_jpeg(im.image, dst)
+        else:
+            _place_image(im.image, dst, orientation)
         lines = []
         for box in im.boxes:
             if box.name not in index:
@@ -171,6 +180,13 @@ def _place_image(src: Path, dst: Path, orientation: int) -> None:
         os.link(src, dst)  # fast and uses no space; ultralytics only reads images
     except OSError:  # other filesystem, no permission for links, ...
         shutil.copyfile(src, dst)
+
+
+def _heif_to_jpeg(src: Path, dst: Path) -> None:
+    """A JPEG copy of a HEIC photo, decoded as classify decodes it (upright, the rotation applied once)."""
+    photo = Photo(src, Path(src.name), src.stat().st_size, 0)
+    rgb = decode(photo, max_side=1 << 30).rgb  # DecodeError names the problem; the label reader read it
+    Image.fromarray(rgb).save(dst, "JPEG", quality=HEIF_JPEG_QUALITY)
 
 
 def _jpeg_ends_cleanly(path: Path) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from sorter.io.decode import open_image
+from sorter.io.decode import open_image, unreadable_reason
 from sorter.io.exif import Box, displayed_size, exif_orientation, to_displayed
 from sorter.records import LabelBox, Problem
 
@@ -56,8 +56,8 @@ def read_image_info(path: Path) -> ImageInfo | str:
             orientation = exif_orientation(im)
     except Image.DecompressionBombError:
         return "cannot read image: too many pixels"
-    except Image.UnidentifiedImageError:
-        return "cannot read image: not an image or unsupported format"
+    except Image.UnidentifiedImageError as exc:  # say what the file is instead (a video, a HEIC ...)
+        return f"cannot read image: {unreadable_reason(exc, data)}"
     except Exception as exc:  # Pillow raises many types for damaged files
         msg = str(exc)
         return "cannot read image: truncated file" if "truncated" in msg else f"cannot read image: {msg}"
