@@ -73,7 +73,9 @@ def cli() -> None:
 )
 @device_option
 @click.option("--seed", default=0, show_default=True, help="Random seed (split, training).")
-@click.option("--batch", default=8, show_default=True, help="Images per training batch.")
+@click.option(
+    "--batch", type=int, default=None, help="Images per training batch. [default: 4 on a CPU, 8 on a GPU]"
+)
 @click.option(
     "--val-fraction",
     default=0.2,
@@ -144,7 +146,7 @@ def train(
     base: str,
     device: str | None,
     seed: int,
-    batch: int,
+    batch: int | None,
     val_fraction: float,
     threshold: float,
     band: float,

@@ -156,7 +156,7 @@ def train_model(
         data=str(data_yaml),
         epochs=epochs,
         imgsz=s.imgsz,
-        batch=s.batch,
+        batch=s.batch or (4 if device == "cpu" else 8),
         device=device,
         seed=s.seed,
         deterministic=True,
