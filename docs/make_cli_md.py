@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from sorter.cli import cli
 
-COMMANDS = [[], ["train"], ["classify"], ["evaluate"], ["review"], ["learn"], ["prelabel"]]
+COMMANDS = [[], ["train"], ["classify"], ["evaluate"], ["review"], ["learn"], ["prelabel"], ["live"]]
 
 
 def render() -> str:

@@ -110,4 +110,90 @@ def prelabel(photos: Path, model: Path, fmt: str) -> None:
     sys.exit(3 if report.problems else 0)
 
 
-COMMANDS: list[click.Command] = [review, learn, prelabel]
+# --- live -------------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option(
+    "--source",
+    required=True,
+    help="0 (the first camera; 1 the second ...), a video file, or a stream address (rtsp://...).",
+)
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A trained model folder (from photosort train) to name the faces. Not needed with --by mask.",
+)
+@click.option(
+    "--by",
+    type=click.Choice(["person", "mask"]),
+    default="person",
+    show_default=True,
+    help="Name faces by person (needs --model), or by mask state (with_mask, without_mask, "
+    "mask_weared_incorrect; no model needed).",
+)
+@click.option("--window/--no-window", default=True, show_default=True, help="Show the annotated video.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the annotated video here (.mp4 or .avi).",
+)
+@click.option(
+    "--timeline",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the appearances here as CSV: person,start_s,end_s,score (seconds from the start).",
+)
+@click.option(
+    "--detect-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Look for faces on every n-th frame; 0: as often as keeps up with the source's frame rate.",
+)
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after this many frames.")
+@_errors
+def live(
+    source: str,
+    model: Path | None,
+    by: str,
+    window: bool,
+    out: Path | None,
+    timeline: Path | None,
+    detect_every: int,
+    max_frames: int | None,
+) -> None:
+    """Show who is in front of a camera, in a stream or in a video file, as they move.
+
+    Each face gets a box, its name (or stranger), its mask state and score; the frames per second
+    are in the corner. Faces are followed from frame to frame, and a face's name is voted over
+    several looks at it, so it stays the same while the face moves. q or Esc closes the window;
+    Ctrl-C or the end of a file stops, and the outputs are written then (under a temporary name
+    until complete).
+
+    \b
+    Without a screen: --no-window --out annotated.mp4 --timeline timeline.csv
+    A camera or a stream never falls behind: frames that come while the models are busy are
+    dropped. A file without a window is processed frame by frame, in file time (the annotated
+    copy has every frame); faces are then looked for on fewer frames when that keeps up.
+    """
+    from sorter.video.live import run_live
+
+    if not window and out is None and timeline is None:
+        raise click.UsageError("with --no-window, give --out and/or --timeline")
+    report = run_live(
+        source,
+        model=model,
+        by=by,
+        window=window,
+        out=out,
+        timeline=timeline,
+        detect_every=detect_every,
+        max_frames=max_frames,
+    )
+    click.echo(report.summary())
+
+
+COMMANDS: list[click.Command] = [review, learn, prelabel, live]

@@ -26,6 +26,7 @@ LAYERS = {
     "heads": 3,
     "pipeline": 4,
     "training": 5,
+    "video": 5,
     "review": 6,
     "api": 7,
     "cli_common": 8,
