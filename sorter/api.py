@@ -48,8 +48,11 @@ def classify(
     ``options``: :class:`sorter.settings.ClassifySettings` fields, and ``log`` (a function of one line).
     ``model`` None: by mask state (``by="mask"``) with the face detector and mask head that ship.
     """
+    from sorter.video.library import analyse_video
+
     log = options.pop("log", None)
-    return classify_library(Path(library), Path(out), _bundle(model), ClassifySettings(**options), log=log)
+    settings = ClassifySettings(**options)
+    return classify_library(Path(library), Path(out), _bundle(model), settings, log=log, video=analyse_video)
 
 
 def evaluate(data: str | Path, model: str | Path | Bundle | TrainResult, **options: Any) -> dict[str, Any]:

@@ -98,6 +98,10 @@ class Face:
     # and its probability; None where no head ran (faces stored by an older photosort).
     mask: str | None = None
     mask_score: float | None = None
+    # A face of a video (sorter.video.library): seen from start_s to end_s seconds (equal: in one sampled
+    # frame only); None for a photo's face.
+    start_s: float | None = None
+    end_s: float | None = None
 
     @property
     def best(self) -> tuple[str | None, float]:

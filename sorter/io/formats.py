@@ -11,6 +11,10 @@ from dataclasses import dataclass
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
 )
+# Videos classify samples frames of (sorter.video.library); a MOV beside a still of the same name is the
+# still's Live Photo and follows it instead (sorter.io.scan.pair_live).
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".avi"})
+LIVE_SUFFIXES = frozenset({".mov"})
 HEAD_BYTES = 64  # what :func:`sniff` needs: a file type box with a few compatible brands
 
 # ISO base media (ftyp) brands. HEIF: HEVC-coded still images and sequences (iPhone photos are 'heic').
@@ -39,6 +43,11 @@ UNKNOWN = Kind("not an image", photo=False)
 def is_image_name(name: str) -> bool:
     """Whether a file name (or path) ends in one of :data:`IMAGE_SUFFIXES`, in any case."""
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def is_video_name(name: str) -> bool:
+    """Whether a file name (or path) ends in one of :data:`VIDEO_SUFFIXES`, in any case."""
+    return os.path.splitext(name)[1].lower() in VIDEO_SUFFIXES
 
 
 def sniff(head: bytes) -> Kind:

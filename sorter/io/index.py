@@ -233,6 +233,8 @@ def _faces(text: str | None) -> list[Face] | None:
             # rows written before the mask head have no mask state: unknown, not "unmasked"
             mask=f.get("mask"),
             mask_score=f.get("mask_score"),
+            start_s=f.get("start_s"),  # a video's face (absent for photos and older rows)
+            end_s=f.get("end_s"),
         )
         for f in json.loads(text)
     ]

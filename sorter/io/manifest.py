@@ -49,7 +49,8 @@ def counted_faces(d: Decision) -> int:
 
 def faces_detail(d: Decision, people: bool = True) -> list[dict[str, object]]:
     """One object per kept face: its box (full-size displayed px), who (or None) with what score, and
-    its mask state. ``person`` is set where the face is someone's in this photo (sorted or uncertain);
+    its mask state (and, for a video, ``start_s``/``end_s``). ``person`` is set where the face is
+    someone's in this photo (sorted or uncertain);
     ``people`` False (sorting by mask state): no one is named, ``score`` is the mask state's."""
     named = set(d.accepted) | set(d.uncertain)
     who = {k: p for p, k in d.assigned.items() if p in named} if people else {}
@@ -58,15 +59,16 @@ def faces_detail(d: Decision, people: bool = True) -> list[dict[str, object]]:
         f = d.faces[k]
         person = who.get(k)
         score = f.scores.get(person, 0.0) if person else f.best[1]
-        out.append(
-            {
-                "box": [round(float(v), 1) for v in f.xyxy],
-                "person": person,
-                "score": round(float(score), 4),
-                "mask": f.mask,
-                "mask_score": None if f.mask_score is None else round(float(f.mask_score), 4),
-            }
-        )
+        detail: dict[str, object] = {
+            "box": [round(float(v), 1) for v in f.xyxy],
+            "person": person,
+            "score": round(float(score), 4),
+            "mask": f.mask,
+            "mask_score": None if f.mask_score is None else round(float(f.mask_score), 4),
+        }
+        if f.start_s is not None:  # a video's face: when it is on screen (seconds)
+            detail["start_s"], detail["end_s"] = round(f.start_s, 2), round(f.end_s or f.start_s, 2)
+        out.append(detail)
     return out
 
 

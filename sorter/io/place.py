@@ -93,6 +93,20 @@ def _same(dest: Path, src: Path, sha256: str) -> bool:
         return False
 
 
+def reuse(old: list[Path], folder: Path, src: Path, size: int) -> Path | None:
+    """The copy of ``src`` the journal ``old`` says was made in ``folder`` (under its name or the
+    suffixed one), still there at ``size`` bytes; None when there is none to trust."""
+    stem, suffix = os.path.splitext(src.name)
+    for p in old:
+        if p.parent == folder and (
+            p.name == src.name or (p.name.startswith(stem + "~") and p.name.endswith(suffix))
+        ):
+            with contextlib.suppress(OSError):
+                if p.is_file() and p.stat().st_size == size:
+                    return p
+    return None
+
+
 def remove_stale(paths: list[Path], root: Path) -> None:
     """Remove copies we made earlier that the current decision no longer wants (never an original)."""
     root = root.resolve()

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from sorter.io.formats import is_image_name
+from sorter.io.formats import LIVE_SUFFIXES, is_image_name, is_video_name
 from sorter.records import Photo, Problem
 
 OUTPUT_MARKER = (
@@ -20,8 +20,9 @@ def is_output_folder(path: Path) -> bool:
     return os.path.exists(os.path.join(path, OUTPUT_MARKER))
 
 
-def scan(library: Path, skip: list[Path] | None = None) -> Iterator[Photo | Problem]:
-    """Yield every image file under ``library`` in a stable order, and a Problem for each one we can't use.
+def scan(library: Path, skip: list[Path] | None = None, videos: bool = False) -> Iterator[Photo | Problem]:
+    """Yield every image (and video) file under ``library`` in a stable order, and a Problem for each
+    one we can't use (``videos``: video files too, :data:`~sorter.io.formats.VIDEO_SUFFIXES`).
 
     ``skip`` lists folders never to enter (the output folder when it sits inside the library, so a
     re-run never sorts its own copies); the output folders of earlier runs (they hold a ``.photosort``
@@ -48,7 +49,7 @@ def scan(library: Path, skip: list[Path] | None = None) -> Iterator[Photo | Prob
                     if os.path.realpath(path) not in skipped and not is_output_folder(path):
                         subdirs.append(path)
                     continue
-                if not is_image_name(entry.name):
+                if not (is_image_name(entry.name) or (videos and is_video_name(entry.name))):
                     continue
                 if entry.is_symlink():
                     problem = _bad_link(path)
@@ -77,3 +78,22 @@ def _bad_link(path: Path) -> Problem | None:
             return Problem(path, f"broken symbolic link (its target {os.readlink(path)!r} does not exist)")
         return Problem(path, f"cannot follow symbolic link: {exc.strerror or exc}")
     return None
+
+
+def pair_live(photos: list[Photo]) -> tuple[list[Photo], dict[str, list[Photo]]]:
+    """Live Photos: a MOV beside a still of the same name (stem, in any case, in the same folder)
+    follows the still instead of being sorted on its own. Returns the photos to sort, and the MOVs
+    by their still's ``rel`` (posix)."""
+    stills: dict[tuple[str, str], Photo] = {}
+    for p in photos:
+        if is_image_name(p.path.name):
+            stills.setdefault((p.rel.parent.as_posix(), p.rel.stem.lower()), p)
+    follow: dict[str, list[Photo]] = {}
+    keep = []
+    for p in photos:
+        still = stills.get((p.rel.parent.as_posix(), p.rel.stem.lower()))
+        if p.path.suffix.lower() in LIVE_SUFFIXES and still is not None:
+            follow.setdefault(still.rel.as_posix(), []).append(p)
+        else:
+            keep.append(p)
+    return keep, follow

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from sorter.io.bundle import Bundle
 from sorter.io.decode import WORK_SIDE, DecodeError, decode_work, read_photo, shrink
+from sorter.io.formats import is_video_name
 from sorter.models.yolo import YoloDetector, pick_device
 from sorter.pipeline.faces import merge
 from sorter.pipeline.masks import MaskSorter
@@ -59,6 +60,9 @@ class Analyser:
     use_detector: bool = True  # False: only the recogniser's face detector looks for faces
     yolo: object = None  # an ultralytics YOLO already loaded, to reuse instead of loading the weights again
     masks: MaskSorter | None = None  # sort by mask state instead of by person
+    # Videos: (recogniser or mask sorter, photo, known hashes) -> Analysed, given by a higher layer
+    # (sorter.video.library.analyse_video, bound to the thresholds); None: videos are not analysed.
+    video: Callable[..., Analysed] | None = None
     _detector: YoloDetector | None = None
     _recogniser: FaceRecogniser | MaskSorter | None = None
     _side: int = WORK_SIDE
@@ -127,8 +131,14 @@ class Analyser:
     def run(self, photos: list[Photo]) -> list[Analysed]:
         """Analyse a small batch of photos (the detector sees them as one batch)."""
         self._load()
-        out = [Analysed(photo=p) for p in photos]
-        todo = [(a, d) for a in out if (d := self._decode(a)) is not None]
+        out, stills = [], []
+        for p in photos:
+            if self.video is not None and is_video_name(p.path.name):
+                out.append(self.video(self._recogniser, p, self.known))
+            else:
+                out.append(Analysed(photo=p))
+                stills.append(out[-1])
+        todo = [(a, d) for a in stills if (d := self._decode(a)) is not None]
         if not todo:
             return out
         if self._detector is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import sys
 import time
@@ -26,8 +27,10 @@ from sorter.io import manifest
 from sorter.io import place as placing
 from sorter.io.bundle import Bundle
 from sorter.io.corrections import Correction
+from sorter.io.decode import sha256_file
+from sorter.io.formats import is_video_name
 from sorter.io.index import Index
-from sorter.io.scan import scan
+from sorter.io.scan import pair_live, scan
 from sorter.models.yolo import min_box_score
 from sorter.pipeline.analyse import Analysed, Analyser, analyse_all
 from sorter.pipeline.decide import decide
@@ -169,12 +172,15 @@ def classify_library(
     bundle: Bundle | None,
     settings: ClassifySettings | None = None,
     log: Callable[[str], object] | None = None,
+    video: Callable[..., Analysed] | None = None,
     **options: object,
 ) -> ClassifyReport:
     """Sort every photo under ``library`` into ``out/<person>/`` and ``out/uncertain/``.
 
     ``settings`` (or the same fields as keyword ``options``): :class:`~sorter.settings.ClassifySettings`.
     ``bundle`` None: by mask state with the shipped face detector and mask head (``by="mask"``).
+    ``video``: how a video is analysed (sorter.video.library.analyse_video); None: videos are left out
+    (a Live Photo's MOV still follows its still).
     """
     s = settings if settings is not None else ClassifySettings(**options)  # type: ignore[arg-type]
     library, out = Path(library).absolute(), Path(out).absolute()
@@ -229,8 +235,9 @@ def classify_library(
             verdicts = {} if s.dry_run else teacher_verdicts(out, INDEX_FILE, library, bundle, by, index, log)
             commit = Commit(report, index, accept, low, key, ekey, s.dry_run, log, exclusive=masks is None)
             commit.verdicts = verdicts
-            items = list(scan(library, skip=[out]))
-            photos = [p for p in items if isinstance(p, Photo)]
+            items = list(scan(library, skip=[out], videos=True))
+            photos, commit.companions = pair_live([p for p in items if isinstance(p, Photo)])
+            photos = [p for p in photos if video is not None or not is_video_name(p.path.name)]
             for p in items:
                 if isinstance(p, Problem):
                     commit.problem(p)
@@ -248,6 +255,7 @@ def classify_library(
                 min_score=min_box_score(recogniser is not None or masks is not None, low),
                 use_detector=use_detector,
                 masks=masks,
+                video=functools.partial(video, accept=accept, by=by) if video is not None else None,
             )
             todo = [step.photo for step in steps if step.needs_analysis]
             for a in analyse_all(analyser, todo, workers=s.workers, chunk=s.batch or 2, log=log):
@@ -286,6 +294,7 @@ class Commit:
     exclusive: bool = True  # a class on at most one face of a photo (people; not mask states)
     rows: list[list[str]] = field(default_factory=list)
     verdicts: dict[str, list[Correction]] = field(default_factory=dict)  # the teacher's, by photo hash
+    companions: dict[str, list[Photo]] = field(default_factory=dict)  # Live Photo MOVs, by still rel
 
     def problem(self, problem: Problem) -> None:
         self.report.problems.append(problem)
@@ -327,15 +336,25 @@ class Commit:
         copies: list[Path] = []
         ts = time.perf_counter()
         if not self.dry_run:
+            # a Live Photo's MOV goes wherever its still goes (and is journalled with the still's copies)
+            srcs = {photo.path: (photo, sha)} | {
+                c.path: (c, "") for c in self.companions.get(photo.rel.as_posix(), [])
+            }
             try:
                 for folder in decision.folders:
-                    # An unchanged photo (index hit: same size and mtime) whose copy the journal says we
-                    # completed, still there at the right size, is trusted: a re-run reads no photo bytes.
-                    done = [out / p for p in old if p.parts[0] == folder]
-                    if cached and done and done[0].is_file() and done[0].stat().st_size == photo.size:
-                        copies.append(done[0])
-                    else:
-                        copies.append(placing.copy_into(photo.path, out / folder, sha))
+                    for src, (what, digest) in srcs.items():
+                        # An unchanged photo (index hit: same size and mtime) whose copy the journal says
+                        # we completed, still there at the right size, is trusted: no bytes are read.
+                        done = (
+                            placing.reuse([out / p for p in old], out / folder, src, what.size)
+                            if cached
+                            else None
+                        )
+                        if done is None:
+                            digest = digest or sha256_file(src)
+                            srcs[src] = (what, digest)
+                            done = placing.copy_into(src, out / folder, digest)
+                        copies.append(done)
             except placing.ChangedError:
                 self.problem(Problem(photo.path, "changed while being sorted; run again to sort it"))
                 return

@@ -26,7 +26,18 @@ def decide(
     forced = forced or {}
     for p, there in forced.items():
         people[p] = 1.0 if there else 0.0
-    accepted = sorted(p for p, s in people.items() if s >= accept.get(p, 1.0) and forced.get(p) is not False)
+    # A face of a video seen in one sampled frame only (start_s == end_s) is not on screen long enough
+    # to be sure of: at most uncertain.
+    brief = {
+        p
+        for p, (k, _) in matched.items()
+        if faces[k].start_s is not None and faces[k].end_s == faces[k].start_s
+    }
+    accepted = sorted(
+        p
+        for p, s in people.items()
+        if s >= accept.get(p, 1.0) and forced.get(p) is not False and (p not in brief or p in forced)
+    )
     unsure = sorted(
         p for p, s in people.items() if p not in accepted and s >= low.get(p, 1.0) and p not in forced
     )
@@ -38,7 +49,10 @@ def decide(
             face = max(faces, key=lambda f: f.scores.get(p, -1.0))
             runner = max(((q, s) for q, s in face.scores.items() if q != p), key=lambda x: x[1], default=None)
             extra = f", runner-up {runner[0]} {runner[1]:.3f}" if runner else ""
-            parts.append(f"{p} {people[p]:.3f} < {accept.get(p, 1.0):.3f}{extra}")
+            if p in brief and people[p] >= accept.get(p, 1.0):
+                parts.append(f"{p} {people[p]:.3f}, seen in one sampled frame only{extra}")
+            else:
+                parts.append(f"{p} {people[p]:.3f} < {accept.get(p, 1.0):.3f}{extra}")
         reason = "; ".join(parts)
     elif not accepted:
         reason = "no face found" if not faces else "no known person"

@@ -115,7 +115,11 @@ def learn(
     finally:
         corrections.close()
     if (report.used or report.undone) and library.is_dir():
-        report.resort = classify_library(library, out, Bundle.load(model), progress=False, log=log)
+        from sorter.video.library import analyse_video
+
+        report.resort = classify_library(
+            library, out, Bundle.load(model), progress=False, log=log, video=analyse_video
+        )
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from sorter.heads.identity import assign_faces
 from sorter.io.corrections import Correction, by_photo
+from sorter.io.formats import is_video_name
 from sorter.io.index import Stored, unpack
 from sorter.io.manifest import FACE_AT
 from sorter.pipeline.verdicts import apply, locate, which_face
@@ -82,6 +83,8 @@ def build(
     said = by_photo(active)
     loose: list[Item] = []
     for row in rows:
+        if is_video_name(row.rel):  # the page crops photos only; a video's doubts are settled in the folders
+            continue
         corr = said.get(row.sha256, [])
         faces, forced = apply(row.faces, corr)
         settled = {k for c in corr if c.face is not None and (k := locate(row.faces, c)) is not None}

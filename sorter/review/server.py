@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from sorter.errors import PhotosortError
 from sorter.io.bundle import BUNDLE_FILE, Bundle
 from sorter.io.corrections import PAGE, BadCorrection, Corrections
+from sorter.io.decode import DecodeError
 from sorter.io.index import Index
 from sorter.pipeline.classify import INDEX_FILE
 from sorter.review.images import cached, crop_jpeg, thumb_jpeg
@@ -225,6 +226,8 @@ def _handler(server: ReviewServer) -> type[BaseHTTPRequestHandler]:
                 return self._json(HTTPStatus.NOT_FOUND, {"error": "no such face"})
             except OSError as exc:  # the photo moved or cannot be read: say so, keep serving
                 return self._json(HTTPStatus.GONE, {"error": f"photo unreadable: {exc.strerror or exc}"})
+            except DecodeError as exc:
+                return self._json(HTTPStatus.GONE, {"error": f"photo unreadable: {exc}"})
             if data is not None:
                 return self._send(HTTPStatus.OK, data, "image/jpeg")
             return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
