@@ -77,3 +77,13 @@ def make_library(folder: Path, n: int, seed: int = 1) -> dict[str, set[str]]:
         img.save(folder / rel, quality=90)
         truth[rel.as_posix()] = {n for n, _ in placed}
     return truth
+
+
+def quadrants(w: int = 64, h: int = 48) -> Image.Image:
+    """Red, green / blue, white quadrants: every rotation and flip of it is different."""
+    a = np.zeros((h, w, 3), np.uint8)
+    a[: h // 2, : w // 2] = (255, 0, 0)
+    a[: h // 2, w // 2 :] = (0, 255, 0)
+    a[h // 2 :, : w // 2] = (0, 0, 255)
+    a[h // 2 :, w // 2 :] = (255, 255, 255)
+    return Image.fromarray(a)

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import synth
 from conftest import tree_digest
 from PIL import Image
 
@@ -46,16 +47,6 @@ def encoded(img: Image.Image, fmt: str, orientation: int = 1, **kw) -> bytes:
 def stored(img: Image.Image, orientation: int) -> Image.Image:
     """The pixels a camera stores so that ``orientation`` shows ``img``."""
     return img if orientation == 1 else img.transpose(INVERSE[orientation])
-
-
-def quadrants(w: int = 96, h: int = 64) -> Image.Image:
-    """Red, green / blue, white quadrants: every rotation and flip of it is different."""
-    a = np.zeros((h, w, 3), np.uint8)
-    a[: h // 2, : w // 2] = (255, 0, 0)
-    a[: h // 2, w // 2 :] = (0, 255, 0)
-    a[h // 2 :, : w // 2] = (0, 0, 255)
-    a[h // 2 :, w // 2 :] = (255, 255, 255)
-    return Image.fromarray(a)
 
 
 def smooth(w: int, h: int, seed: int = 0) -> Image.Image:
@@ -102,7 +93,7 @@ def test_orientation_tags_show_heic_as_jpeg_shows_it(tmp_path, o):
     """The same stored pixels with the same EXIF Orientation, as JPEG and as HEIC: the same upright
     picture. pillow-heif writes the tag as HEIF irot/imir, libheif applies it, and the EXIF tag Pillow
     then sees reads 1, so the turn happens exactly once."""
-    raw = stored(quadrants(), o)
+    raw = stored(synth.quadrants(96, 64), o)
     jpeg = put(tmp_path / f"o{o}.jpg", encoded(raw, "JPEG", o, quality=95))
     heic = put(tmp_path / f"o{o}.heic", encoded(raw, "HEIF", o, quality=95))
     for work in (False, True):

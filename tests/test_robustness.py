@@ -97,16 +97,6 @@ def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-def quadrants(w: int = 64, h: int = 48) -> Image.Image:
-    """Red, green / blue, white quadrants: every rotation and flip of it is different."""
-    a = np.zeros((h, w, 3), np.uint8)
-    a[: h // 2, : w // 2] = (255, 0, 0)
-    a[: h // 2, w // 2 :] = (0, 255, 0)
-    a[h // 2 :, : w // 2] = (0, 0, 255)
-    a[h // 2 :, w // 2 :] = (255, 255, 255)
-    return Image.fromarray(a)
-
-
 # exif_transpose applies these to show orientation o; storing the inverse makes o display the original
 SHOW = {
     2: Image.FLIP_LEFT_RIGHT,
@@ -123,7 +113,7 @@ INVERSE = {**SHOW, 6: Image.ROTATE_90, 8: Image.ROTATE_270}
 def oriented_jpeg(o: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = o
-    img = quadrants() if o == 1 else quadrants().transpose(INVERSE[o])
+    img = synth.quadrants() if o == 1 else synth.quadrants().transpose(INVERSE[o])
     return encoded(img, "JPEG", quality=95, exif=exif.tobytes())
 
 
