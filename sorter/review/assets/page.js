@@ -199,8 +199,8 @@ document.getElementById("bulk-clear").addEventListener("click", () => Array.from
 async function undo() {
   try {
     const r = await api("/api/undo", {});
+    await load();  // the undone faces come back; say so once they are on the page
     status.textContent = r.faces.length ? `undone (${r.faces.length} face${r.faces.length > 1 ? "s" : ""})` : "nothing to undo";
-    await load();
   } catch (e) {
     status.textContent = `undo failed: ${e.message}`;
   }
