@@ -102,6 +102,7 @@ class Face:
     # frame only); None for a photo's face.
     start_s: float | None = None
     end_s: float | None = None
+    at_s: float | None = None  # a video's face: the time of the frame its box is from (the review crop)
 
     @property
     def best(self) -> tuple[str | None, float]:

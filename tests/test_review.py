@@ -322,3 +322,34 @@ def test_review_page_in_a_real_browser(daycare, tmp_path):
         server.stop()
     assert not outside, f"the page asked for something outside: {outside[:3]}"
     assert not errors, errors
+
+
+def test_a_videos_faces_are_on_the_page_cropped_from_their_frame(daycare, tmp_path):
+    import cv2
+    import numpy as np
+
+    import sorter
+    from sorter.review.server import Review
+
+    lib, model = daycare
+    photos = sorted((lib / "library").rglob("*.jpg"))[:2]
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    size = (640, 480)
+    writer = cv2.VideoWriter(str(folder / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, size)
+    for p in photos:  # each photo shown for 3 s
+        frame = cv2.resize(cv2.imread(str(p)), size)
+        for _ in range(30):
+            writer.write(frame)
+    writer.release()
+    out = tmp_path / "sorted"
+    sorter.classify(folder, out, model=model, progress=False, log=lambda m: None)
+    review = Review(out)
+    items = [it for it in review.queue(fresh=True).items.values() if it.rel == "clip.mp4"]
+    assert items and all(it.at_s is not None for it in items)
+    for it in items[:2]:
+        crop, thumb = review.image("crop", it.id), review.image("thumb", it.id)
+        assert crop[:2] == b"\xff\xd8" and thumb[:2] == b"\xff\xd8"
+        im = cv2.imdecode(np.frombuffer(crop, np.uint8), cv2.IMREAD_COLOR)
+        assert im.shape[:2] == (160, 160) and im.std() > 10  # a picture, not a blank
+    review.corrections.close()

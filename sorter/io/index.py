@@ -235,6 +235,7 @@ def _faces(text: str | None) -> list[Face] | None:
             mask_score=f.get("mask_score"),
             start_s=f.get("start_s"),  # a video's face (absent for photos and older rows)
             end_s=f.get("end_s"),
+            at_s=f.get("at_s"),
         )
         for f in json.loads(text)
     ]

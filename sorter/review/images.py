@@ -13,24 +13,33 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from sorter.io.decode import decode_work, read_photo
+from sorter.io.decode import DecodeError, decode_work, read_photo
+from sorter.io.formats import is_video_name
 from sorter.records import Photo
 
 CROP_SIDE = 160
 THUMB_SIDE = 480
 
 
-def _decoded(library: Path, rel: str) -> tuple[Image.Image, float]:
+def _decoded(library: Path, rel: str, at_s: float | None = None) -> tuple[Image.Image, float]:
     path = library / rel
+    if is_video_name(rel):  # a video's face: the frame it was seen in, as sampled
+        from sorter.video.library import frame_at
+
+        try:
+            rgb, scale = frame_at(path, at_s or 0.0)
+        except Exception as exc:  # noqa: BLE001 - PyAV raises many kinds; the page says "unreadable"
+            raise DecodeError(f"video frame at {at_s or 0.0:.1f} s: {exc}") from None
+        return Image.fromarray(rgb), scale
     st = path.stat()
     photo = Photo(path=path, rel=Path(rel), size=st.st_size, mtime_ns=st.st_mtime_ns)
     d = decode_work(photo, read_photo(photo)[1])
     return Image.fromarray(d.rgb), float(d.scale)
 
 
-def crop_jpeg(library: Path, rel: str, box: tuple[float, ...]) -> bytes:
+def crop_jpeg(library: Path, rel: str, box: tuple[float, ...], at_s: float | None = None) -> bytes:
     """The face with a margin of half its size around it, CROP_SIDE px square."""
-    im, scale = _decoded(library, rel)
+    im, scale = _decoded(library, rel, at_s)
     x0, y0, x1, y1 = (v / scale for v in box)
     cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * 1.5
     region = (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
@@ -38,9 +47,9 @@ def crop_jpeg(library: Path, rel: str, box: tuple[float, ...]) -> bytes:
     return _jpeg(face)
 
 
-def thumb_jpeg(library: Path, rel: str, box: tuple[float, ...]) -> bytes:
+def thumb_jpeg(library: Path, rel: str, box: tuple[float, ...], at_s: float | None = None) -> bytes:
     """The whole photo, THUMB_SIDE px on its long side, the face's box drawn on it."""
-    im, scale = _decoded(library, rel)
+    im, scale = _decoded(library, rel, at_s)
     k = THUMB_SIDE / max(im.size)
     if k < 1:
         im = im.resize((max(1, round(im.width * k)), max(1, round(im.height * k))), Image.Resampling.LANCZOS)

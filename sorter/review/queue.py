@@ -18,7 +18,6 @@ import numpy as np
 
 from sorter.heads.identity import assign_faces
 from sorter.io.corrections import Correction, by_photo
-from sorter.io.formats import is_video_name
 from sorter.io.index import Stored, unpack
 from sorter.io.manifest import FACE_AT
 from sorter.pipeline.verdicts import apply, locate, which_face
@@ -38,6 +37,7 @@ class Item:
     suggest: list[tuple[str, float]]  # the best two names and scores
     group: str  # the suggested person (or the question, or the cluster)
     reason: str = ""
+    at_s: float | None = None  # a video's face: the time of its frame
 
     def public(self) -> dict:
         return {
@@ -69,7 +69,9 @@ def face_id(sha: str, k: int) -> str:
 def _item(row: Stored, k: int, group: str, reason: str = "") -> Item:
     f = row.faces[k]
     top = sorted(f.scores.items(), key=lambda kv: -kv[1])[:2]
-    return Item(face_id(row.sha256, k), row.sha256, row.rel, k, tuple(f.xyxy), top, group, reason)
+    if f.start_s is not None:
+        reason = f"{reason} (video, {f.start_s:.0f}-{f.end_s:.0f} s)".strip()
+    return Item(face_id(row.sha256, k), row.sha256, row.rel, k, tuple(f.xyxy), top, group, reason, f.at_s)
 
 
 def build(
@@ -83,8 +85,6 @@ def build(
     said = by_photo(active)
     loose: list[Item] = []
     for row in rows:
-        if is_video_name(row.rel):  # the page crops photos only; a video's doubts are settled in the folders
-            continue
         corr = said.get(row.sha256, [])
         faces, forced = apply(row.faces, corr)
         settled = {k for c in corr if c.face is not None and (k := locate(row.faces, c)) is not None}

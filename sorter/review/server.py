@@ -113,7 +113,9 @@ class Review:
     def image(self, kind: str, fid: str) -> bytes:
         (it,) = self._items([fid])
         make = crop_jpeg if kind == "crop" else thumb_jpeg
-        return cached(self.out / INDEX_FILE, f"{fid}-{kind}.jpg", lambda: make(self.library, it.rel, it.box))
+        return cached(
+            self.out / INDEX_FILE, f"{fid}-{kind}.jpg", lambda: make(self.library, it.rel, it.box, it.at_s)
+        )
 
     def _items(self, ids: list[str]) -> list[Item]:
         q = self.queue()

@@ -242,7 +242,7 @@ def _chains(loose: list[tuple[int, float, Face]], accept: dict[str, float]) -> l
             if k not in mine or score > mine[k][1].best[1]:
                 mine[k] = (t, face)
                 continue
-        out.append(replace(face, start_s=t, end_s=t))
+        out.append(replace(face, start_s=t, end_s=t, at_s=t))
     for by_frame in named.values():
         run: list[tuple[float, Face]] = []
         for k in sorted(by_frame):
@@ -257,7 +257,7 @@ def _chains(loose: list[tuple[int, float, Face]], accept: dict[str, float]) -> l
 
 def _run(run: list[tuple[float, Face]]) -> Face:
     if len(run) == 1:
-        return replace(run[0][1], start_s=run[0][0], end_s=run[0][0])
+        return replace(run[0][1], start_s=run[0][0], end_s=run[0][0], at_s=run[0][0])
     return _face(run[0][0], run[-1][0], [f.scores for _, f in run], run)
 
 
@@ -286,7 +286,8 @@ def _face(start: float, end: float, votes: list[dict[str, float]], got: list[tup
     scores = {n: float(np.mean([v.get(n, 0.0) for v in votes])) for n in sorted(names)}
     faces = [f for _, f in got]
     area = [max(0.0, f.xyxy[2] - f.xyxy[0]) * max(0.0, f.xyxy[3] - f.xyxy[1]) for f in faces]
-    rep = faces[int(np.argmax(area))]
+    rep_at = int(np.argmax(area))
+    rep = faces[rep_at]
     states: dict[str, float] = {}
     for f in faces:
         if f.mask:
@@ -311,4 +312,20 @@ def _face(start: float, end: float, votes: list[dict[str, float]], got: list[tup
         mask_score=(states[mask] / n_mask) if states and n_mask else rep.mask_score,
         start_s=round(start, 3),
         end_s=round(end, 3),
+        at_s=round(got[rep_at][0], 3),
     )
+
+
+def frame_at(path: Path, t: float) -> tuple[np.ndarray, float]:
+    """The frame of ``path`` at ``t`` seconds as (rgb, full-size pixels per rgb pixel), as sampled
+    (the review page's crop of a video's face)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        tb = float(stream.time_base or 0) or 1 / 90000
+        start = float(stream.start_time or 0) * tb
+        got = _frame_at(container, stream, t, start, tb)
+    if got is None:
+        raise VideoReadError(f"no frame at {t:.1f} s")
+    return got[1]
