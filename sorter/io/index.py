@@ -162,15 +162,20 @@ class Index:
             )
             self.db.commit()
 
-    def rows(self) -> Iterator[Stored]:
-        """Every readable photo the index knows, as last sorted (for review, learn and file changes)."""
+    def rows(self, faces: bool = True) -> Iterator[Stored]:
+        """Every readable photo the index knows, as last sorted (for review, learn and file changes).
+
+        ``faces`` False: without them (``Stored.faces`` empty), for what needs only the copy journal:
+        a face list with its vectors is ~1.4 kB a face to read and parse, at the start of every classify.
+        """
+        column = "faces" if faces else "NULL"
         with self._disk("reading"):
             rows = self.db.execute(
-                "SELECT rel, sha256, faces, copies, doubted FROM photos WHERE faces IS NOT NULL"
+                f"SELECT rel, sha256, {column}, copies, doubted FROM photos WHERE faces IS NOT NULL"
             ).fetchall()
-        for rel, sha, faces, copies, doubted in rows:
+        for rel, sha, found, copies, doubted in rows:
             rel = rel.decode("utf-8", "surrogateescape") if isinstance(rel, bytes) else rel
-            yield Stored(rel, sha or "", _faces(faces) or [], json.loads(copies), json.loads(doubted or "[]"))
+            yield Stored(rel, sha or "", _faces(found) or [], json.loads(copies), json.loads(doubted or "[]"))
 
 
 @dataclass

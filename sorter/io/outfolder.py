@@ -34,7 +34,8 @@ class FileChange:
 
 
 def file_changes(out: Path, rows: list[Stored]) -> list[FileChange]:
-    """What the teacher changed in ``out`` since photosort last wrote it, as corrections."""
+    """What the teacher changed in ``out`` since photosort last wrote it, as corrections (``rows``
+    need only their copies and doubted people: ``Index.rows(faces=False)``)."""
     tracked = {c: r.sha256 for r in rows for c in r.copies}
     by_sha = {r.sha256: r for r in rows}
     placed: dict[str, set[str]] = {}  # folder -> photos (content hashes) in it now

@@ -84,7 +84,7 @@ def teacher_verdicts(
     try:
         model = str(bundle.path.absolute()) if bundle is not None else ""
         corrections.set_meta(library=str(library), model=model, by=by)
-        new = record_file_changes(out, list(index.rows()), corrections)
+        new = record_file_changes(out, list(index.rows(faces=False)), corrections)
         if new:
             log(
                 f"{len(new)} correction(s) made in the file manager noted (e.g. {new[0].why}); they "

@@ -35,6 +35,7 @@ from sorter.training.fit import (
     SAMPLES_FILE,
     FitSettings,
     _Sample,
+    adopt_thresholds,
     fit_from_samples,
     load_samples,
     save_samples,
@@ -174,9 +175,8 @@ def _learn(out: Path, bundle: Bundle, corrections: Corrections, report: LearnRep
     )
     report.fit_seconds = time.perf_counter() - t
     save_samples(samples_path, samples + new)
-    fitted, _ = read_model(rec_path)
     bundle.classes += [p for p in people if p not in bundle.classes]
-    bundle.per_class_threshold, bundle.per_class_low = dict(fitted["accept"]), dict(fitted["low"])
+    adopt_thresholds(bundle, rec_path)
     bundle.save()
     corrections.mark_learnt(used, report.round)
     report.used = len(used)

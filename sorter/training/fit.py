@@ -17,8 +17,9 @@ import numpy as np
 
 from sorter.boxes import from_detector_box, iou, template_landmarks, to_detector_box
 from sorter.heads.calibrate import photo_rates, photo_scores, pick_thresholds
-from sorter.heads.identity import FORMAT, STRANGER, KernelLR, fit_kernel_lr, write_model
+from sorter.heads.identity import FORMAT, STRANGER, KernelLR, fit_kernel_lr, read_model, write_model
 from sorter.heads.mask import MaskHead
+from sorter.io.bundle import Bundle
 from sorter.io.decode import decode_work, read_photo
 from sorter.models.registry import FaceDetector, face_detector
 from sorter.pipeline.features import MASKED_AT, SFACE, Featuriser, MaskStep
@@ -340,3 +341,9 @@ def load_samples(path: Path) -> list[_Sample]:
             _Sample(photo=int(p), label=str(lb), x=x, x_aug=xa, masked=float(m))
             for p, lb, x, xa, m in zip(z["photo"], z["label"], z["x"], z["x_aug"], z["masked"], strict=True)
         ]
+
+
+def adopt_thresholds(bundle: Bundle, recogniser: Path) -> None:
+    """Give the bundle the per-person accept and review thresholds the recogniser was calibrated to."""
+    meta, _ = read_model(recogniser)
+    bundle.per_class_threshold, bundle.per_class_low = dict(meta["accept"]), dict(meta["low"])

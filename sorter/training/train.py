@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from sorter.errors import PhotosortError
-from sorter.heads.identity import read_model
 from sorter.heads.mask import MASK_CLASSES
 from sorter.io.bundle import Bundle, write_json_atomic
 from sorter.io.labels import format_problems, read_labelled, summary
@@ -30,7 +29,7 @@ from sorter.pipeline.masks import MaskSorter
 from sorter.settings import TrainSettings
 from sorter.training.dataset import build_yolo_dataset, split
 from sorter.training.export import export_detector
-from sorter.training.fit import fit_recogniser
+from sorter.training.fit import adopt_thresholds, fit_recogniser
 from sorter.training.mask_fit import fit_mask_head
 from sorter.training.measure import learn_labeller_boxes, log_metrics, measure, system_lines
 from sorter.training.tracking import Tracker
@@ -252,8 +251,7 @@ def add_recogniser(
         features=EMBEDDERS[s.embedder],
     )
     bundle.recogniser = RECOGNISER_FILE
-    meta, _ = read_model(path)
-    bundle.per_class_threshold, bundle.per_class_low = dict(meta["accept"]), dict(meta["low"])
+    adopt_thresholds(bundle, path)
     add_face_detector(bundle, log)
     return cv
 
