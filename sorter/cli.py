@@ -11,6 +11,7 @@ import click
 from sorter import __version__
 from sorter.cli_common import EXIT_HELP, _errors, device_option, model_option, wandb_option
 from sorter.cli_loop import COMMANDS
+from sorter.settings import BY, FACE_BY
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -205,15 +206,18 @@ def train(
     "model",
     default=None,
     type=click.Path(path_type=Path),
-    help="A trained model folder (from photosort train). [default: runs/photosort; none with --by mask]",
+    help="A trained model folder (from photosort train). [default: runs/photosort; none with --by "
+    "mask, age-band, gender or mask-gender-age]",
 )
 @click.option(
     "--by",
-    type=click.Choice(["person", "mask"]),
+    type=click.Choice(list(BY)),
     default=None,
-    help="Sort into a folder per person (needs --model) or per mask state: with_mask/, without_mask/, "
-    "mask_weared_incorrect/ (no model needed). [default: mask for a model trained on mask-state "
-    "labels, else person]",
+    help="Sort into a folder per person (needs --model), or by what faces show, with no model: mask "
+    "state (with_mask/, without_mask/, mask_weared_incorrect/), age-band (0-2/, 3-5/, 6-9/, 10-12/, "
+    "13-17/, 18-29/, 30-44/, 45-59/, 60+/), gender (female/, male/) or mask-gender-age (the 18 classes "
+    "mask state x gender x 0-29/30-59/60+, e.g. with_mask_female_0-29/). [default: mask for a model "
+    "trained on mask-state labels, else person]",
 )
 @click.option(
     "--threshold",
@@ -278,15 +282,16 @@ def classify(
     Photos whose best score falls just below the threshold go to OUT/uncertain/ for review; a photo
     may land in several folders. Originals are only read, never changed; copies are byte-identical
     and keep their timestamps. OUT/manifest.csv says, for every photo, who was found with what
-    score, where it was copied and why it is uncertain, and each face's box, name and mask state
-    (faces_detail). Re-running skips finished photos.
+    score, where it was copied and why it is uncertain, and each face's box, name, mask state, age
+    and gender (faces_detail). Re-running skips finished photos.
 
     With --by mask, each photo goes into OUT/with_mask/, OUT/without_mask/ and
-    OUT/mask_weared_incorrect/ for every state its faces show; no trained model is needed.
+    OUT/mask_weared_incorrect/ for every state its faces show; no trained model is needed. Likewise
+    --by age-band, gender and mask-gender-age.
     """
     from sorter.api import classify as do_classify
 
-    if model is None and by != "mask":
+    if model is None and by not in FACE_BY:
         model = Path("runs/photosort")
     report = do_classify(
         library,

@@ -103,6 +103,11 @@ class Face:
     start_s: float | None = None
     end_s: float | None = None
     at_s: float | None = None  # a video's face: the time of the frame its box is from (the review crop)
+    # The attribute heads' answer (sorter.heads.attributes): age in years, "female"/"male" and the
+    # probability of that gender; None where no head ran (faces stored by an older photosort).
+    age: float | None = None
+    gender: str | None = None
+    gender_score: float | None = None
 
     @property
     def best(self) -> tuple[str | None, float]:

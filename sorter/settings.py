@@ -21,7 +21,10 @@ def _unit(name: str, value: float | None, low: float = 0.0, high: float = 1.0) -
         raise SettingsError(f"{name} must be between {low:g} and {high:g} (got {value:g})")
 
 
-BY = ("person", "mask")
+# What classify sorts by: people (needs a model), or a face attribute (no model needed): mask state, age
+# band, gender, or the seeds' mask x gender x age band.
+FACE_BY = ("mask", "age-band", "gender", "mask-gender-age")
+BY = ("person", *FACE_BY)
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,9 @@ class ClassifySettings:
     progress: bool = True
     # Run the YOLO detector beside the recogniser's face detector (None: as training measured).
     use_detector: bool | None = None
-    # "person": a folder per person (needs a model); "mask": a folder per mask state (no model needed);
-    # None: "mask" for a model trained on mask-state labels, else "person".
+    # "person": a folder per person (needs a model); "mask": a folder per mask state (no model needed),
+    # and likewise "age-band", "gender", "mask-gender-age"; None: "mask" for a model trained on
+    # mask-state labels, else "person".
     by: str | None = None
 
     def __post_init__(self) -> None:

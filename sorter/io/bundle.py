@@ -47,6 +47,8 @@ class Bundle:
     face_detector: str | None = None  # the recogniser's face detector stage as OpenVINO IR (.xml), if any
     # a mask-state head trained on this model's labels (.onnx, its .json beside it); None: the shipped one
     mask_head: str | None = None
+    # an age/gender head of this model's own (.npz, its .json beside it); None: the shipped one
+    attribute_head: str | None = None
     # Whether classify runs the YOLO detector beside the recogniser's own face detector. Chosen at training
     # time on the validation photos (sorter.training.measure): a detector trained from scratch on a
     # CPU finds no face the face detector misses, and skipping it saves ~100 ms a photo. Without a
@@ -94,6 +96,8 @@ class Bundle:
             tracked += [self.face_detector, str(Path(self.face_detector).with_suffix(".bin"))]
         if self.mask_head:
             tracked += [self.mask_head, str(Path(self.mask_head).with_suffix(".json"))]
+        if self.attribute_head:
+            tracked += [self.attribute_head, str(Path(self.attribute_head).with_suffix(".json"))]
         if self.export:
             tracked += sorted(
                 p.relative_to(self.path).as_posix()

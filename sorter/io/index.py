@@ -241,6 +241,9 @@ def _faces(text: str | None) -> list[Face] | None:
             start_s=f.get("start_s"),  # a video's face (absent for photos and older rows)
             end_s=f.get("end_s"),
             at_s=f.get("at_s"),
+            age=f.get("age"),  # rows written before the attribute heads: unknown
+            gender=f.get("gender"),
+            gender_score=f.get("gender_score"),
         )
         for f in json.loads(text)
     ]

@@ -49,7 +49,8 @@ def counted_faces(d: Decision) -> int:
 
 def faces_detail(d: Decision, people: bool = True) -> list[dict[str, object]]:
     """One object per kept face: its box (full-size displayed px), who (or None) with what score, and
-    its mask state (and, for a video, ``start_s``/``end_s``). ``person`` is set where the face is
+    its mask state, age (years), gender and gender score (and, for a video, ``start_s``/``end_s``).
+    ``person`` is set where the face is
     someone's in this photo (sorted or uncertain);
     ``people`` False (sorting by mask state): no one is named, ``score`` is the mask state's."""
     named = set(d.accepted) | set(d.uncertain)
@@ -66,6 +67,10 @@ def faces_detail(d: Decision, people: bool = True) -> list[dict[str, object]]:
             "mask": f.mask,
             "mask_score": None if f.mask_score is None else round(float(f.mask_score), 4),
         }
+        if f.age is not None:  # the attribute heads' (absent for faces stored by an older photosort)
+            detail["age"] = round(float(f.age), 1)
+            detail["gender"] = f.gender
+            detail["gender_score"] = None if f.gender_score is None else round(float(f.gender_score), 4)
         if f.start_s is not None:  # a video's face: when it is on screen (seconds)
             detail["start_s"], detail["end_s"] = round(f.start_s, 2), round(f.end_s or f.start_s, 2)
         out.append(detail)

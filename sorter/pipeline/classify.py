@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sorter.errors import Interrupted, PhotosortError
+from sorter.heads.attributes import AttributeHead
 from sorter.heads.calibrate import repick_thresholds
 from sorter.io import manifest
 from sorter.io import place as placing
@@ -39,7 +40,7 @@ from sorter.pipeline.recognise import FaceRecogniser, load_recogniser
 from sorter.pipeline.verdicts import apply as apply_verdicts
 from sorter.pipeline.verdicts import teacher_verdicts
 from sorter.records import Face, Photo, Problem
-from sorter.settings import ClassifySettings
+from sorter.settings import FACE_BY, ClassifySettings
 
 # State lives in hidden files at the top of the output folder (not in a sub-folder, which would
 # look like a person's folder to anyone listing it).
@@ -116,6 +117,8 @@ def _lock(out: Path) -> Iterator[None]:
 def model_key(bundle: Bundle, use_detector: bool = True) -> str:
     """Identifies what produced stored faces: same weights + recogniser + image size = reusable."""
     what: tuple = (sorted(bundle.files.items()), bundle.imgsz)
+    if bundle.recogniser:  # the faces carry the age/gender head's answers (the shipped head's, unless own)
+        what += (AttributeHead(bundle.path / bundle.attribute_head if bundle.attribute_head else None).key,)
     if not use_detector:  # YOLO's boxes are not among the faces (keys of runs with YOLO stay as they were)
         what += ("no-detector",)
     return hashlib.sha256(repr(what).encode()).hexdigest()[:16]
@@ -190,13 +193,13 @@ def classify_library(
         raise ClassifyError(f"{out}: the output folder cannot be the library or contain it")
     log = log or (lambda msg: print(msg, file=sys.stderr))
     by = s.by or ("mask" if bundle is None else bundle.sorts_by)
-    if bundle is None and by != "mask":
+    if bundle is None and by not in FACE_BY:
         raise ClassifyError("sorting by person needs a model folder (--model RUN from photosort train)")
-    masks = mask_sorter(bundle) if by == "mask" else None
+    masks = mask_sorter(bundle, by) if by in FACE_BY else None
     recogniser = load_recogniser(bundle) if bundle is not None and masks is None else None
     if masks is not None:
         accept, low = masks.thresholds()
-        if bundle is not None and bundle.sorts_by == "mask":
+        if bundle is not None and bundle.sorts_by == "mask" and by == "mask":
             accept, low = bundle.thresholds()
         if s.threshold is not None or s.band is not None:
             t = ACCEPT if s.threshold is None else s.threshold

@@ -1,4 +1,4 @@
-"""Face vectors for the identity head, by stored kind, and each face's mask-state estimate.
+"""Face vectors for the identity head, by stored kind, and each face's mask state, age and gender.
 
 ``sface128-openvino`` (default): SFace's vector of the landmark-aligned face, on the OpenVINO runtime.
 Measured on make_library.py libraries with the same faces and the same model on top, SFace reaches
@@ -17,9 +17,12 @@ import numpy as np
 
 from sorter.boxes import from_detector_box
 from sorter.errors import UnknownKind
+from sorter.heads.attributes import AttributeHead, Attributes
 from sorter.heads.mask import MASK_CLASSES, MaskHead
+from sorter.models.agegender import CydralAgeGender
 from sorter.models.dlib_face import DlibEmbedder
 from sorter.models.sface import SFaceEmbedder
+from sorter.records import Face
 
 SFACE = "sface128-openvino"  # SFace on the OpenVINO runtime (the default since it measured ~4x faster)
 SFACE_OPENCV = "sface128"  # SFace on OpenCV's DNN: recognisers trained before keep it
@@ -103,3 +106,41 @@ class MaskStep:
             score = float(p[MASK_CLASSES.index(label)]) if label else 0.0
             out.append((label or "without_mask", score, 1.0 - float(p[bare]) if label else 0.0))
         return out
+
+
+@dataclass
+class AttributeStep:
+    """Each face's age and gender (sorter.heads.attributes) given detector-style boxes, their landmarks
+    and, when the caller has them, their SFace vectors (computed here only if the head reads them)."""
+
+    head: AttributeHead = field(default_factory=AttributeHead)
+    threads: int | None = None
+    networks: CydralAgeGender | None = None
+    sface: SFaceEmbedder | None = None
+
+    def __post_init__(self) -> None:
+        if self.networks is None:
+            self.networks = CydralAgeGender(threads=self.threads)
+
+    def describe(
+        self,
+        rgb: np.ndarray,
+        boxes: Sequence[Sequence[float]],
+        landmarks: Sequence[np.ndarray],
+        vectors: np.ndarray | None = None,
+    ) -> list[Attributes]:
+        if not len(boxes):
+            return []
+        assert self.networks is not None
+        ages, female = self.networks.predict(rgb, boxes)
+        if "sface" in self.head.inputs and vectors is None:
+            if self.sface is None:
+                self.sface = SFaceEmbedder(backend="openvino", threads=self.threads)
+            vectors = self.sface.embed(rgb, boxes, landmarks)
+        return self.head.predict(ages, female, vectors)
+
+
+def set_attributes(face: Face, a: Attributes | None) -> None:
+    """The face record's age, gender and gender score from the attribute heads' answer."""
+    if a is not None:
+        face.age, face.gender, face.gender_score = a.age, a.gender, a.gender_score

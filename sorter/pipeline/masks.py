@@ -1,6 +1,8 @@
-"""Sorting by mask state: the face detector finds faces, the mask head says what each wears.
+"""Sorting by what faces show: mask state, age band, gender, or the seeds' mask x gender x age classes.
 
-No model folder is needed: the face detector and the mask head ship with photosort. A model trained on
+The face detector finds faces; the mask head says what each wears, the attribute heads how old each
+is and which gender (``--by mask|age-band|gender|mask-gender-age``). No model folder is needed: the
+face detector and the heads ship with photosort. A model trained on
 mask-state labels (``photosort train`` on a folder whose classes are mask states) brings its own head.
 A photo goes into every state its faces show, so unlike people a state may be on many faces at once
 (:func:`sorter.pipeline.decide.decide` with ``exclusive=False``).
@@ -16,13 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from sorter.boxes import from_detector_box
+from sorter.heads.attributes import AGE_BANDS, GENDERS, SEED_BANDS, AttributeHead, Attributes, band_name
 from sorter.heads.mask import MASK_CLASSES, MaskHead
 from sorter.io.bundle import Bundle
 from sorter.io.decode import WORK_SIDE
 from sorter.models.onet import cached_onet
 from sorter.models.registry import FaceDetector, face_detector
 from sorter.pipeline.faces import Detected, find, merge
-from sorter.pipeline.features import MASKED_AT, MaskStep
+from sorter.pipeline.features import MASKED_AT, AttributeStep, MaskStep, set_attributes
 from sorter.records import Decoded, Face
 
 # A face's state goes in the photo's folder when the head gives it at least ACCEPT, and the photo to
@@ -31,30 +34,67 @@ from sorter.records import Decoded, Face
 ACCEPT, LOW = 0.5, 0.3
 
 
+def classes_of(by: str) -> list[str]:
+    """The folders of sorting ``by`` a face attribute."""
+    if by == "mask":
+        return list(MASK_CLASSES)
+    if by == "age-band":
+        return [band_name(b) for b in AGE_BANDS]
+    if by == "gender":
+        return list(GENDERS)
+    if by == "mask-gender-age":  # the seeds' 18 classes, e.g. with_mask_female_0-29
+        return [f"{m}_{g}_{band_name(b)}" for m in MASK_CLASSES for g in GENDERS for b in SEED_BANDS]
+    raise ValueError(f"not a face attribute to sort by: {by!r}")
+
+
+def class_scores(by: str, masks: dict[str, float], a: Attributes) -> dict[str, float]:
+    """A face's probability of each class of ``by``. The heads are independent, so the seeds' joint
+    classes are products: a face sure of its mask but unsure of its age band is unsure of the class."""
+    if by == "mask":
+        return dict(masks)
+    genders = {"female": a.p_female, "male": 1.0 - a.p_female}
+    if by == "gender":
+        return genders
+    if by == "age-band":
+        return a.bands(AGE_BANDS)
+    bands = a.bands(SEED_BANDS)
+    return {
+        f"{m}_{g}_{b}": masks[m] * pg * pb
+        for m in MASK_CLASSES
+        for g, pg in genders.items()
+        for b, pb in bands.items()
+    }
+
+
 @dataclass
 class MaskSorter:
-    """Faces of a photo scored by mask state (``Face.scores`` = state -> probability)."""
+    """Faces of a photo scored by a face attribute (``Face.scores`` = class -> probability): mask state
+    by default, or ``by`` age band, gender, or mask x gender x age band."""
 
     head_path: Path | None = None  # None: the shipped head
     onet_ir: Path | None = None
     detector_settings: dict | None = None  # None: the default face detector
     threads: int | None = None
+    by: str = "mask"
+    attribute_head: Path | None = None  # None: the shipped age/gender head
     _detector: FaceDetector | None = None
     _masks: MaskStep | None = field(default=None, repr=False)
+    _attributes: AttributeStep | None = field(default=None, repr=False)
 
     @property
     def classes(self) -> list[str]:
-        return list(MASK_CLASSES)
+        return classes_of(self.by)
 
     def load(self) -> MaskSorter:
         if self._detector is None:
             self._detector = face_detector(self.detector_settings, self.onet_ir)
             self._detector.threads = self.threads
             self._masks = MaskStep(MaskHead(self.head_path, threads=self.threads))
+            self._attributes = AttributeStep(AttributeHead(self.attribute_head), threads=self.threads)
         return self
 
     def thresholds(self) -> tuple[dict[str, float], dict[str, float]]:
-        return dict.fromkeys(MASK_CLASSES, ACCEPT), dict.fromkeys(MASK_CLASSES, LOW)
+        return dict.fromkeys(self.classes, ACCEPT), dict.fromkeys(self.classes, LOW)
 
     def find(self, image: Decoded) -> Detected:
         """The face detector's faces of ``image`` (before any YOLO box is merged in)."""
@@ -68,7 +108,7 @@ class MaskSorter:
     def describe(self, found: Detected, faces: list[Face]) -> list[Face]:
         """The face detector's faces, with ``faces`` (YOLO's) merged in, scored by mask state."""
         self.load()
-        assert self._masks is not None
+        assert self._masks is not None and self._attributes is not None
         merged = merge(found, faces)
         if not merged:
             return []
@@ -76,21 +116,24 @@ class MaskSorter:
         boxes = [tuple(v / s for v in f.dbox) for f in merged]
         head = self._masks.head
         labels, probs = head.predict(found.rgb, [from_detector_box(b) for b in boxes])
-        # each state's probability given a face, times the probability that it is a face (1.0 for a
-        # 3-class head): a box the head calls no_face scores low for every state
-        scores = head.mask_probabilities(probs) * np.asarray(head.face_probability(probs))[:, None]
+        given = head.mask_probabilities(probs)  # each state's probability given that it is a face
+        is_face = np.asarray(head.face_probability(probs), np.float64)  # 1.0 for a 3-class head
+        attrs = self._attributes.describe(found.rgb, boxes, [f.landmarks / s for f in merged])
         out = []
-        for f, label, p in zip(merged, labels, scores, strict=True):
-            face = f.face
-            face.det_scores, face.scores = (
-                face.scores,
-                {c: float(v) for c, v in zip(MASK_CLASSES, p, strict=True)},
-            )
+        for f, label, p, face_p, a in zip(merged, labels, given, is_face, attrs, strict=True):
+            face, pf = f.face, float(face_p)
+            masks = {c: float(v) for c, v in zip(MASK_CLASSES, p, strict=True)}
             face.mask = label or "without_mask"
-            face.mask_score = face.scores.get(face.mask, 0.0)
+            face.mask_score = masks[face.mask] * pf
             # any mask (on or below the nose), as a face: with_mask + mask_weared_incorrect
-            masked = face.scores["with_mask"] + face.scores["mask_weared_incorrect"]
-            face.masked = bool(label) and masked >= MASKED_AT
+            face.masked = (
+                bool(label) and (masks["with_mask"] + masks["mask_weared_incorrect"]) * pf >= MASKED_AT
+            )
+            set_attributes(face, a)
+            # times the probability that it is a face: a box the head calls no_face scores low for
+            # every class, whatever the photos are sorted by
+            face.det_scores = face.scores
+            face.scores = {c: v * pf for c, v in class_scores(self.by, masks, a).items()}
             out.append(face)
         return out
 
@@ -102,15 +145,20 @@ class MaskSorter:
         """What made the stored faces: face detector settings + the head's file + decode size."""
         self.load()
         assert self._detector is not None and self._masks is not None
+        assert self._attributes is not None
         head = self._masks.head.load().meta.get("sha256")
-        what = [self._detector.settings(), head, WORK_SIDE]
+        what = [self._detector.settings(), head, WORK_SIDE, self._attributes.head.key]
+        if self.by != "mask":
+            what.append(self.by)
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def mask_sorter(bundle: Bundle | None) -> MaskSorter:
-    """The mask sorter of a model folder (its own head when trained on mask states), or the shipped one."""
+def mask_sorter(bundle: Bundle | None, by: str = "mask") -> MaskSorter:
+    """The sorter by face attribute ``by`` of a model folder (its own mask head when trained on mask
+    states), or of the shipped heads."""
     if bundle is None:
-        return MaskSorter(onet_ir=cached_onet())
+        return MaskSorter(onet_ir=cached_onet(), by=by)
     head = bundle.path / bundle.mask_head if bundle.mask_head else None
     ir = bundle.path / bundle.face_detector if bundle.face_detector else cached_onet()
-    return MaskSorter(head_path=head, onet_ir=ir)
+    attributes = bundle.path / bundle.attribute_head if bundle.attribute_head else None
+    return MaskSorter(head_path=head, onet_ir=ir, by=by, attribute_head=attributes)

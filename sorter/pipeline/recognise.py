@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sorter.heads.attributes import AttributeHead
 from sorter.heads.identity import KernelLR, load_model, person_scores
 from sorter.heads.mask import MaskHead
 from sorter.io.bundle import Bundle
@@ -28,8 +30,32 @@ from sorter.io.decode import WORK_SIDE
 from sorter.io.index import pack, unpack
 from sorter.models.registry import FaceDetector, face_detector
 from sorter.pipeline.faces import Detected, Found, find, merge
-from sorter.pipeline.features import DLIB, MASKED_AT, Featuriser, MaskStep
+from sorter.pipeline.features import DLIB, MASKED_AT, AttributeStep, Featuriser, MaskStep, set_attributes
 from sorter.records import Decoded, Face
+
+# The age gate: a face whose age estimate is this many of the head's own spreads (its out-of-fold
+# error, in log years) outside the ages the people were labelled at is not compared with them at all
+# (a teacher or parent is never one of nine children). 3: the usual "far outside", not fitted.
+AGE_GATE_Z = 3.0
+MIN_AGED_FACES = 10  # fewer labelled faces with an age: no gate (too little to know the people's ages)
+
+
+def age_gate(faces: list[Face], ages: dict[str, float] | None, head: AttributeHead) -> int:
+    """Zero the person scores of ``faces`` whose age is far outside ``ages`` (the model's "lo"/"hi"
+    years); how many were gated."""
+    if not ages:
+        return 0
+    lo, hi = math.log1p(float(ages["lo"])), math.log1p(float(ages["hi"]))
+    gated = 0
+    for f in faces:
+        if f.age is None:
+            continue
+        mu = math.log1p(max(0.0, float(f.age)))
+        sigma = float(head.sigma(np.array([mu]))[0])
+        if mu > hi + AGE_GATE_Z * sigma or mu < lo - AGE_GATE_Z * sigma:
+            f.scores = dict.fromkeys(f.scores, 0.0)
+            gated += 1
+    return gated
 
 
 def load_recogniser(bundle: Bundle, threads: int | None = None) -> FaceRecogniser | None:
@@ -38,7 +64,14 @@ def load_recogniser(bundle: Bundle, threads: int | None = None) -> FaceRecognise
         return None
     ir = bundle.path / bundle.face_detector if bundle.face_detector else None
     head = bundle.path / bundle.mask_head if bundle.mask_head else None
-    return FaceRecogniser(bundle.path / bundle.recogniser, onet_ir=ir, threads=threads, mask_head=head)
+    attributes = bundle.path / bundle.attribute_head if bundle.attribute_head else None
+    return FaceRecogniser(
+        bundle.path / bundle.recogniser,
+        onet_ir=ir,
+        threads=threads,
+        mask_head=head,
+        attribute_head=attributes,
+    )
 
 
 @dataclass
@@ -55,8 +88,10 @@ class FaceRecogniser:
     onet_ir: Path | None = None  # the detector's ONet as OpenVINO IR (runs without torch), if any
     threads: int | None = None
     mask_head: Path | None = None  # a mask head trained into the model folder; None: the shipped one
+    attribute_head: Path | None = None  # the model folder's own age/gender head; None: the shipped one
     _featuriser: Featuriser | None = None
     _masks: MaskStep | None = None
+    _attributes: AttributeStep | None = None
     _model: KernelLR | None = None
     _meta: dict[str, Any] = field(default_factory=dict)
 
@@ -68,6 +103,7 @@ class FaceRecogniser:
                 self.detector = face_detector(self._meta.get("detector"), self.onet_ir)
                 self.detector.threads = self.threads
             self._masks = MaskStep(MaskHead(self.mask_head, threads=self.threads))
+            self._attributes = AttributeStep(AttributeHead(self.attribute_head), threads=self.threads)
         return self
 
     @property
@@ -96,8 +132,8 @@ class FaceRecogniser:
     ) -> list[Face]:
         """The merged faces of a photo, embedded, scored per person, and their mask state.
 
-        ``known``: what was already computed (vector, mask state) for faces the face detector found, by
-        their index in ``found``; reused instead of computed again, and the new ones added.
+        ``known``: what was already computed (vector, mask state, attributes) for faces the face
+        detector found, by their index in ``found``; reused instead of computed again, and the new ones added.
         """
         self.load()
         assert self._featuriser is not None and self._model is not None
@@ -111,7 +147,11 @@ class FaceRecogniser:
             boxes = [tuple(v / s for v in faces[k].dbox) for k in todo]
             x = self._featuriser.features(found.rgb, boxes, [faces[k].landmarks / s for k in todo])
             masks = self.masks.states(found.rgb, boxes)
-            computed = dict(zip(todo, zip(x, masks, strict=True), strict=True))
+            assert self._attributes is not None
+            marks = [faces[k].landmarks / s for k in todo]
+            sface = x if self._featuriser.is_sface else None  # the same vectors the head may read
+            attrs = self._attributes.describe(found.rgb, boxes, marks, sface)
+            computed = dict(zip(todo, zip(x, masks, attrs, strict=True), strict=True))
         rows = [computed[k] if k in computed else known[f.detected] for k, f in enumerate(faces)]
         for k, f in enumerate(faces):
             if f.detected is not None and k in computed:
@@ -124,8 +164,10 @@ class FaceRecogniser:
             face.det_scores, face.scores = face.scores, scores[k]
             face.mask, face.mask_score, masked = rows[k][1]
             face.masked = masked >= MASKED_AT
+            set_attributes(face, rows[k][2])
             face.embedding = pack(x[k])
             out.append(face)
+        age_gate(out, self._meta.get("ages"), self._attributes.head)
         return out
 
     def recognise(self, image: Decoded, faces: list[Face]) -> list[Face]:
@@ -138,7 +180,8 @@ class FaceRecogniser:
         """Identifies how face vectors were made (face detector settings + embedding), not the model
         on top: a recogniser retrained on more labels keeps this key and re-scores stored vectors."""
         self.load()
-        what = [self._meta["detector"], self._meta["features"], WORK_SIDE]
+        assert self._attributes is not None
+        what = [self._meta["detector"], self._meta["features"], WORK_SIDE, self._attributes.head.key]
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
     def rescore(self, faces: list[Face]) -> list[Face] | None:
@@ -152,4 +195,7 @@ class FaceRecogniser:
         scores = person_scores(
             self._model, self._meta["people"], np.stack([unpack(f.embedding) for f in faces])
         )
-        return [replace(f, scores=scores[k]) for k, f in enumerate(faces)]
+        out = [replace(f, scores=scores[k]) for k, f in enumerate(faces)]
+        assert self._attributes is not None
+        age_gate(out, self._meta.get("ages"), self._attributes.head)
+        return out

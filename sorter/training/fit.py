@@ -22,8 +22,9 @@ from sorter.heads.mask import MaskHead
 from sorter.io.bundle import Bundle
 from sorter.io.decode import decode_work, read_photo
 from sorter.models.registry import FaceDetector, face_detector
-from sorter.pipeline.features import MASKED_AT, SFACE, Featuriser, MaskStep
+from sorter.pipeline.features import MASKED_AT, SFACE, AttributeStep, Featuriser, MaskStep
 from sorter.pipeline.pool import MIN_PHOTOS_PER_WORKER, WorkersFailed, cores, default_workers, parallel_map
+from sorter.pipeline.recognise import MIN_AGED_FACES
 from sorter.records import LabelledImage, LabelledSet, Photo
 from sorter.training.augment import draw_synthetic_mask
 
@@ -48,6 +49,7 @@ class _Sample:
     x: np.ndarray
     x_aug: np.ndarray
     masked: float
+    age: float | None = None  # the attribute head's estimate (years); None for samples of older runs
 
 
 def _collect_one(
@@ -58,6 +60,7 @@ def _collect_one(
     detector: FaceDetector,
     featuriser: Featuriser,
     masks: MaskStep,
+    attributes: AttributeStep,
 ) -> list[_Sample]:
     """Samples from one labelled photo: its boxed faces, and its unboxed faces as strangers."""
     # One generator per photo: the synthetic masks do not depend on how photos are spread over workers.
@@ -82,14 +85,17 @@ def _collect_one(
         return []
     x = featuriser.features(rgb, [u for _, u, _, _ in items], [lm for _, _, lm, _ in items])
     m = [masked for _, _, masked in masks.states(rgb, [u for _, u, _, _ in items])]
+    ages = attributes.describe(
+        rgb, [u for _, u, _, _ in items], [lm for _, _, lm, _ in items], x if featuriser.is_sface else None
+    )
     out = []
     for k, (name, use, lm, lb) in enumerate(items):
         x_aug = featuriser.masked_copy(draw_synthetic_mask(rgb, lb, rng, landmarks=lm), use, lm, x[k])
-        out.append(_Sample(photo=i, label=name, x=x[k], x_aug=x_aug, masked=float(m[k])))
+        out.append(_Sample(photo=i, label=name, x=x[k], x_aug=x_aug, masked=float(m[k]), age=ages[k].age))
     return out
 
 
-_MODELS: tuple[FaceDetector, Featuriser, MaskStep] | None = None
+_MODELS: tuple[FaceDetector, Featuriser, MaskStep, AttributeStep] | None = None
 
 
 def _init_collect(threads: int, kind: str) -> None:
@@ -99,7 +105,12 @@ def _init_collect(threads: int, kind: str) -> None:
 
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    _MODELS = (face_detector(), Featuriser(kind, threads=threads), MaskStep(MaskHead(threads=threads)))
+    _MODELS = (
+        face_detector(),
+        Featuriser(kind, threads=threads),
+        MaskStep(MaskHead(threads=threads)),
+        AttributeStep(threads=threads),
+    )
 
 
 def _collect_worker(args: tuple[int, LabelledImage, list[str], int]) -> list[_Sample]:
@@ -141,9 +152,9 @@ def _collect(
         except WorkersFailed as exc:
             log(f"recogniser: worker processes failed ({exc}); going on in this process")
             jobs = jobs[finished:]
-    detector, featuriser, masks = face_detector(), Featuriser(kind), MaskStep(MaskHead())
+    models = (face_detector(), Featuriser(kind), MaskStep(MaskHead()), AttributeStep())
     for job in jobs:
-        done(_collect_one(*job, detector, featuriser, masks))
+        done(_collect_one(*job, *models))
     return out
 
 
@@ -309,6 +320,12 @@ def fit_from_samples(
         "metrics": metrics,
         "detector": detector_settings,
     }
+    ages = [s.age for s in samples if s.label != STRANGER and s.photo >= 0 and s.age is not None]
+    if len(ages) >= MIN_AGED_FACES:
+        # the ages the people were labelled at (their faces' estimates): faces far outside are not
+        # compared with them (sorter.pipeline.recognise.age_gate)
+        lo, hi = np.percentile(ages, [2, 98])
+        meta["ages"] = {"lo": round(float(lo), 2), "hi": round(float(hi), 2), "faces": len(ages)}
     out_path = Path(out_path)
     write_model(
         out_path, model, meta, val_scores=val_scores[cal], val_truth=truth[cal], val_masked=masked[cal]
@@ -331,15 +348,21 @@ def save_samples(path: Path, samples: list[_Sample]) -> None:
         label=np.array([s.label for s in samples]),
         photo=np.array([s.photo for s in samples], np.int64),
         masked=np.array([s.masked for s in samples], np.float32),
+        age=np.array([np.nan if s.age is None else s.age for s in samples], np.float32),
     )
     tmp.replace(path)
 
 
 def load_samples(path: Path) -> list[_Sample]:
     with np.load(path, allow_pickle=False) as z:
+        ages = z["age"] if "age" in z.files else np.full(len(z["photo"]), np.nan)  # older runs: none
         return [
-            _Sample(photo=int(p), label=str(lb), x=x, x_aug=xa, masked=float(m))
-            for p, lb, x, xa, m in zip(z["photo"], z["label"], z["x"], z["x_aug"], z["masked"], strict=True)
+            _Sample(
+                photo=int(p), label=str(lb), x=x, x_aug=xa, masked=float(m), age=None if a != a else float(a)
+            )
+            for p, lb, x, xa, m, a in zip(
+                z["photo"], z["label"], z["x"], z["x_aug"], z["masked"], ages, strict=True
+            )
         ]
 
 

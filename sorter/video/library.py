@@ -280,7 +280,8 @@ def _tracks_of(tracks: FaceTracks, app, person: bool) -> list[Track]:
 
 def _face(start: float, end: float, votes: list[dict[str, float]], got: list[tuple[float, Face]]) -> Face:
     """One appearance as a Face: ``votes`` (each answer's scores) averaged, the faces ``got`` (t, face)
-    give the box (the largest), mask state (summed probability), detector score and mean vector."""
+    give the box (the largest), mask state (summed probability), detector score, mean vector, age and
+    gender."""
     votes = votes or [f.scores for _, f in got]
     names = {n for v in votes for n in v}
     scores = {n: float(np.mean([v.get(n, 0.0) for v in votes])) for n in sorted(names)}
@@ -302,6 +303,10 @@ def _face(start: float, end: float, votes: list[dict[str, float]], got: list[tup
         target = float(np.mean([np.linalg.norm(v) for v in vectors]))
         embedding = pack(mean * (target / norm) if norm > 0 else mean)  # the vectors' own scale
     masked = [f.masked for f in faces if f.masked is not None]
+    # age: the median over the track; gender: the mean probability of female over it
+    ages = [f.age for f in faces if f.age is not None]
+    pf = [f.gender_score if f.gender == "female" else 1.0 - f.gender_score for f in faces if f.gender_score]
+    female = float(np.mean(pf)) if pf else None
     return Face(
         xyxy=rep.xyxy,
         det_score=max(f.det_score for f in faces),
@@ -313,6 +318,9 @@ def _face(start: float, end: float, votes: list[dict[str, float]], got: list[tup
         start_s=round(start, 3),
         end_s=round(end, 3),
         at_s=round(got[rep_at][0], 3),
+        age=float(np.median(ages)) if ages else None,
+        gender=None if female is None else ("female" if female >= 0.5 else "male"),
+        gender_score=None if female is None else max(female, 1.0 - female),
     )
 
 
