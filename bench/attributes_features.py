@@ -30,9 +30,9 @@ def extract(data: Path, cache: Path, limit: int | None = None, log=print) -> dic
         got = dict(np.load(cache, allow_pickle=False))
         if limit is None or len(got["name"]) >= limit:
             return got
+    import mask_styles
     from PIL import Image
 
-    import mask_styles
     from sorter.boxes import from_detector_box
     from sorter.models.agegender import CydralAgeGender
     from sorter.models.registry import face_detector

@@ -240,7 +240,14 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(refer
         kills = 2 if trial % 4 == 3 else 1  # some trials are killed twice before they finish
         for _ in range(kills):
             pid, log = zygote.start(*classify_args(ref, out))
-            time.sleep(rng.uniform(0.8 * first, last))
+            if trial % 3 == 0:  # a random moment of the whole run: start-up, sorting or the end
+                time.sleep(rng.uniform(0.8 * first, last))
+            else:
+                # while photos are being sorted: once a random number of them is indexed (sorting
+                # takes well under a second here, less than start-up varies, so a clock rarely hits it)
+                target, deadline = rng.randint(1, N_PHOTOS - 1), time.monotonic() + 60
+                while indexed(out) < target and time.monotonic() < deadline:
+                    time.sleep(0.002)
             os.kill(pid, signal.SIGKILL)
             code = zygote.wait(pid)
             assert code in (-signal.SIGKILL, 3), (code, log.read_text())
