@@ -11,6 +11,7 @@ import click
 from sorter import __version__
 from sorter.cli_common import EXIT_HELP, _errors, device_option, model_option, wandb_option
 from sorter.cli_loop import COMMANDS
+from sorter.settings import BACKENDS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -258,7 +259,7 @@ def train(
 )
 @click.option(
     "--backend",
-    type=click.Choice(["local", "ray"]),
+    type=click.Choice(list(BACKENDS)),
     default="local",
     show_default=True,
     help="Where photos are analysed: worker processes here, or actors of a Ray cluster (needs "
