@@ -126,7 +126,6 @@ def test_a_killed_actor_loses_no_photo(daycare, local_ray, tmp_path):
         killer.join()
     assert "pid" in killed, "no actor was killed"
     assert killed["at"] < 40, f"the kill came too late to test anything ({killed['at']} photos done)"
-    assert killed["pid"] not in _map_workers(os.getpid())
     assert report.photos == 49
     assert snapshot(out) == daycare["state"]
 

@@ -136,6 +136,7 @@ def _stream(
         items = [{"i": i, "photo": pickle.dumps(p)} for i, p in enumerate(photos)]
         per_block = max(chunk, min(MAX_BLOCK, math.ceil(len(items) / (actors * 8))))
         ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_block))
+        del items  # in the object store now: not twice in the driver's memory
         with warnings.catch_warnings():
             # Ray 2.60 deprecates extra remote arguments for 2.64 but has no named one for retries yet
             # (its own docs say to pass them so); the extra pins 2.60.
