@@ -11,7 +11,7 @@ import click
 from sorter import __version__
 from sorter.cli_common import EXIT_HELP, _errors, device_option, model_option, wandb_option
 from sorter.cli_loop import COMMANDS
-from sorter.settings import BY, FACE_BY
+from sorter.settings import BACKENDS, BY, FACE_BY
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -249,7 +249,8 @@ def train(
     "--workers",
     type=click.IntRange(min=0),
     default=None,
-    help="Processes that decode and run the models [default: one per CPU core, at most 4; 0: none].",
+    help="Processes that decode and run the models [default: one per CPU core, at most 4; 0: none]. "
+    "With --backend ray: actors, one core each [default: one per core of the cluster].",
 )
 @click.option(
     "--detector",
@@ -258,6 +259,21 @@ def train(
     show_default=True,
     help="Run the trained YOLO detector beside the recogniser's face detector. auto: as training "
     "decided on the validation photos (it runs only if it made the sorting better there).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(list(BACKENDS)),
+    default="local",
+    show_default=True,
+    help="Where photos are analysed: worker processes here, or actors of a Ray cluster (needs "
+    "pip install 'photosort[ray]'; copies, index and manifest are still written here). See docs/ray.md.",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDR",
+    default=None,
+    help="With --backend ray: the cluster to join (auto, HOST:6379, ray://HOST:10001). "
+    "[default: start a Ray of this machine only]",
 )
 @click.option("--dry-run", is_flag=True, help="Write only manifest.csv; copy nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -274,6 +290,8 @@ def classify(
     batch: int | None,
     workers: int | None,
     detector: str,
+    backend: str,
+    ray_address: str | None,
     dry_run: bool,
     quiet: bool,
 ) -> None:
@@ -305,6 +323,8 @@ def classify(
         batch=batch,
         workers=workers,
         use_detector={"auto": None, "on": True, "off": False}[detector],
+        backend=backend,
+        ray_address=ray_address,
         dry_run=dry_run,
         progress=not quiet,
     )

@@ -25,6 +25,7 @@ def _unit(name: str, value: float | None, low: float = 0.0, high: float = 1.0) -
 # band, gender, or the seeds' mask x gender x age band.
 FACE_BY = ("mask", "age-band", "gender", "mask-gender-age")
 BY = ("person", *FACE_BY)
+BACKENDS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,21 @@ class ClassifySettings:
     # and likewise "age-band", "gender", "mask-gender-age"; None: "mask" for a model trained on
     # mask-state labels, else "person".
     by: str | None = None
+    # Where the analyse step runs: "local" (worker processes of this machine) or "ray" (a Ray cluster's
+    # actors; plan and commit stay here). ``ray_address`` None: a Ray of this machine's cores only.
+    backend: str = "local"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         _unit("--threshold", self.threshold)
         _unit("--band", self.band)
         _unit("--precision", self.precision, 0.5, 1.0)
+        if self.backend not in BACKENDS:
+            raise SettingsError(f"--backend must be one of {', '.join(BACKENDS)} (got {self.backend!r})")
+        if self.ray_address is not None and self.backend != "ray":
+            raise SettingsError("--ray-address needs --backend ray")
+        if self.backend == "ray" and self.workers == 0:
+            raise SettingsError("--workers 0 (no worker processes) cannot run on Ray; leave it out")
         if self.batch is not None and self.batch < 1:
             raise SettingsError(f"--batch must be at least 1 (got {self.batch})")
         if self.by not in (None, *BY):

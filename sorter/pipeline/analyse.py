@@ -106,6 +106,11 @@ class Analyser:
             _model=self.yolo,
         )
 
+    def load(self) -> Analyser:
+        """Load the models now rather than on the first photo (a worker that starts once, then serves)."""
+        self._load()
+        return self
+
     def _decode(self, a: Analysed) -> Decoded | None:
         ts = time.perf_counter()
         try:
@@ -183,6 +188,18 @@ class Analyser:
         return self._recogniser.describe(found, merge(found, yolo), vectors), alone
 
 
+def unloaded(analyser: Analyser, threads: int) -> Analyser:
+    """A copy of ``analyser`` to send to a worker process, with ``threads`` of its own.
+
+    Its models are not loaded (a loaded one holds locks and sessions that cannot be sent to a process);
+    each worker loads them once. The caller's analyser is left as it was.
+    """
+    masks = analyser.masks and dataclasses.replace(analyser.masks, _detector=None, _masks=None)
+    return dataclasses.replace(
+        analyser, threads=threads, masks=masks, _detector=None, _recogniser=None, _loaded=False
+    )
+
+
 def analyse_all(
     analyser: Analyser,
     photos: list[Photo],
@@ -199,17 +216,7 @@ def analyse_all(
     workers = min(workers, len(photos) // MIN_PHOTOS_PER_WORKER)
     todo = batches(photos, max(1, chunk))
     if workers >= 2:
-        # each worker gets a copy with its share of the cores; the caller's analyser is left as it was
-        # (models unloaded: a loaded one holds locks and sessions that cannot be sent to a process)
-        masks = analyser.masks and dataclasses.replace(analyser.masks, _detector=None, _masks=None)
-        pooled = dataclasses.replace(
-            analyser,
-            threads=max(1, cores() // workers),
-            masks=masks,
-            _detector=None,
-            _recogniser=None,
-            _loaded=False,
-        )
+        pooled = unloaded(analyser, threads=max(1, cores() // workers))
         done = 0
         try:
             for results in parallel_map(_run, todo, workers, _init_worker, (pooled,)):

@@ -33,9 +33,10 @@ from sorter.io.formats import is_video_name
 from sorter.io.index import Index
 from sorter.io.scan import pair_live, scan
 from sorter.models.yolo import min_box_score
-from sorter.pipeline.analyse import Analysed, Analyser, analyse_all
+from sorter.pipeline.analyse import Analysed, Analyser
 from sorter.pipeline.decide import decide
 from sorter.pipeline.masks import ACCEPT, LOW, mask_sorter
+from sorter.pipeline.ray_backend import backend
 from sorter.pipeline.recognise import FaceRecogniser, load_recogniser
 from sorter.pipeline.verdicts import apply as apply_verdicts
 from sorter.pipeline.verdicts import teacher_verdicts
@@ -186,6 +187,7 @@ def classify_library(
     (a Live Photo's MOV still follows its still).
     """
     s = settings if settings is not None else ClassifySettings(**options)  # type: ignore[arg-type]
+    analyse = backend(s)  # local worker processes or a Ray cluster (refused at once if Ray is missing)
     library, out = Path(library).absolute(), Path(out).absolute()
     if not library.is_dir():
         raise ClassifyError(f"{library}: no such folder")
@@ -261,7 +263,7 @@ def classify_library(
                 video=functools.partial(video, accept=accept, by=by) if video is not None else None,
             )
             todo = [step.photo for step in steps if step.needs_analysis]
-            for a in analyse_all(analyser, todo, workers=s.workers, chunk=s.batch or 2, log=log):
+            for a in analyse(analyser, todo, workers=s.workers, chunk=s.batch or 2, log=log):
                 commit.analysed(a)
                 bar.update(1)
             bar.close()
