@@ -62,6 +62,11 @@ class Bundle:
     sorts_by: str = "person"
 
     @property
+    def attribute_head_path(self) -> Path | None:
+        """The model's own age/gender head, or None for the shipped one."""
+        return self.path / self.attribute_head if self.attribute_head else None
+
+    @property
     def weights_path(self) -> Path:
         return self.path / self.weights
 

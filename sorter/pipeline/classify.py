@@ -118,8 +118,8 @@ def _lock(out: Path) -> Iterator[None]:
 def model_key(bundle: Bundle, use_detector: bool = True) -> str:
     """Identifies what produced stored faces: same weights + recogniser + image size = reusable."""
     what: tuple = (sorted(bundle.files.items()), bundle.imgsz)
-    if bundle.recogniser:  # the faces carry the age/gender head's answers (the shipped head's, unless own)
-        what += (AttributeHead(bundle.path / bundle.attribute_head if bundle.attribute_head else None).key,)
+    if bundle.recogniser:  # the faces carry the age/gender head's answers
+        what += (AttributeHead(bundle.attribute_head_path).key,)
     if not use_detector:  # YOLO's boxes are not among the faces (keys of runs with YOLO stay as they were)
         what += ("no-detector",)
     return hashlib.sha256(repr(what).encode()).hexdigest()[:16]
@@ -182,9 +182,8 @@ def classify_library(
     """Sort every photo under ``library`` into ``out/<person>/`` and ``out/uncertain/``.
 
     ``settings`` (or the same fields as keyword ``options``): :class:`~sorter.settings.ClassifySettings`.
-    ``bundle`` None: by mask state with the shipped face detector and mask head (``by="mask"``).
-    ``video``: how a video is analysed (sorter.video.library.analyse_video); None: videos are left out
-    (a Live Photo's MOV still follows its still).
+    ``bundle`` None: by a face attribute (``by``, default mask state) with the heads that ship.
+    ``video``: how a video is analysed (sorter.video.library.analyse_video); None: videos left out.
     """
     s = settings if settings is not None else ClassifySettings(**options)  # type: ignore[arg-type]
     analyse = backend(s)  # local worker processes or a Ray cluster (refused at once if Ray is missing)

@@ -160,5 +160,4 @@ def mask_sorter(bundle: Bundle | None, by: str = "mask") -> MaskSorter:
         return MaskSorter(onet_ir=cached_onet(), by=by)
     head = bundle.path / bundle.mask_head if bundle.mask_head else None
     ir = bundle.path / bundle.face_detector if bundle.face_detector else cached_onet()
-    attributes = bundle.path / bundle.attribute_head if bundle.attribute_head else None
-    return MaskSorter(head_path=head, onet_ir=ir, by=by, attribute_head=attributes)
+    return MaskSorter(head_path=head, onet_ir=ir, by=by, attribute_head=bundle.attribute_head_path)

@@ -64,13 +64,12 @@ def load_recogniser(bundle: Bundle, threads: int | None = None) -> FaceRecognise
         return None
     ir = bundle.path / bundle.face_detector if bundle.face_detector else None
     head = bundle.path / bundle.mask_head if bundle.mask_head else None
-    attributes = bundle.path / bundle.attribute_head if bundle.attribute_head else None
     return FaceRecogniser(
         bundle.path / bundle.recogniser,
         onet_ir=ir,
         threads=threads,
         mask_head=head,
-        attribute_head=attributes,
+        attribute_head=bundle.attribute_head_path,
     )
 
 
