@@ -89,3 +89,46 @@ def extract(data: Path, cache: Path, limit: int | None = None, log=print) -> dic
 if __name__ == "__main__":
     d = extract(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else None)
     print({k: v.shape for k, v in d.items()})
+
+
+def extract_masks(data: Path, cache: Path, feats: dict, log=print) -> dict[str, np.ndarray]:
+    """The mask head's state for each chip as it is and with the benchmark's mask (the same masks as
+    :func:`extract`: the same generator replayed), and whether that mask is worn below the nose:
+    the mask part of the seeds' 18 classes."""
+    if cache.is_file():
+        return dict(np.load(cache, allow_pickle=False))
+    import mask_styles
+    from PIL import Image
+
+    from sorter.boxes import from_detector_box
+    from sorter.heads.mask import MASK_CLASSES, MaskHead
+    from sorter.models.registry import face_detector
+    from sorter.training.augment import draw_synthetic_mask
+
+    det, head = face_detector(), MaskHead()
+    out: dict[str, list] = {"below": [], "mask_plain": [], "mask_bench_mask": []}
+    for i, name in enumerate(feats["name"]):
+        rgb = np.asarray(Image.open(data / "images" / str(name)).convert("RGB"))
+        boxes, _, marks = det.detect_landmarks(rgb)
+        h, w = rgb.shape[:2]
+        if len(boxes):
+            centre = np.array([w / 2, h / 2])
+            k = int(np.argmin(np.linalg.norm((boxes[:, :2] + boxes[:, 2:]) / 2 - centre, axis=1)))
+            box, lm = tuple(float(x) for x in boxes[k]), marks[k]
+        else:
+            box, lm = (0.15 * w, 0.2 * h, 0.85 * w, 0.95 * h), None
+        lb = from_detector_box(box)
+        rng = np.random.default_rng((7, i))  # replayed exactly as extract() drew them
+        below = bool(rng.random() < 0.25)
+        draw_synthetic_mask(rgb, lb, rng, landmarks=lm)
+        masked = mask_styles.apply_style(rgb, [lb], [True], rng, below_nose=[below])
+        for part, img in (("plain", rgb), ("bench_mask", masked)):
+            _, probs = head.predict(img, [lb])
+            p = head.mask_probabilities(probs)[0]
+            out[f"mask_{part}"].append(int(np.argmax(p)))
+        out["below"].append(below)
+        if (i + 1) % 500 == 0:
+            log(f"  masks: {i + 1}/{len(feats['name'])}")
+    got = {k: np.asarray(v) for k, v in out.items()} | {"classes": np.array(MASK_CLASSES)}
+    np.savez_compressed(cache, **got)
+    return got
