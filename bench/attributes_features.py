@@ -24,6 +24,18 @@ sys.path.insert(0, str(ROOT / "bench"))
 VARIANTS = ("plain", "train_mask", "bench_mask")
 
 
+def chip_face(det, rgb: np.ndarray) -> tuple[tuple[float, ...], np.ndarray | None, float]:
+    """The detector's face nearest the chip's centre: (box, landmarks, score); not found: the chip's
+    own framing (UTKFace chips are aligned faces) with no landmarks, for the record only."""
+    boxes, scores, marks = det.detect_landmarks(rgb)
+    h, w = rgb.shape[:2]
+    if not len(boxes):
+        return (0.15 * w, 0.2 * h, 0.85 * w, 0.95 * h), None, 0.0
+    centre = np.array([w / 2, h / 2])
+    k = int(np.argmin(np.linalg.norm((boxes[:, :2] + boxes[:, 2:]) / 2 - centre, axis=1)))
+    return tuple(float(x) for x in boxes[k]), marks[k], float(scores[k])
+
+
 def extract(data: Path, cache: Path, limit: int | None = None, log=print) -> dict[str, np.ndarray]:
     """Features of every labelled chip under ``data`` (UTKFace: images/ and labels.csv), cached."""
     if cache.is_file():
@@ -47,14 +59,7 @@ def extract(data: Path, cache: Path, limit: int | None = None, log=print) -> dic
     t0 = time.perf_counter()
     for i, r in enumerate(rows):
         rgb = np.asarray(Image.open(data / "images" / r["file"]).convert("RGB"))
-        boxes, scores, marks = det.detect_landmarks(rgb)
-        h, w = rgb.shape[:2]
-        if len(boxes):
-            centre = np.array([w / 2, h / 2])
-            k = int(np.argmin(np.linalg.norm((boxes[:, :2] + boxes[:, 2:]) / 2 - centre, axis=1)))
-            box, lm, score = tuple(float(x) for x in boxes[k]), marks[k], float(scores[k])
-        else:  # not found: the chip's own framing (UTKFace chips are aligned faces), for the record only
-            box, lm, score = (0.15 * w, 0.2 * h, 0.85 * w, 0.95 * h), None, 0.0
+        box, lm, score = chip_face(det, rgb)
         lb = from_detector_box(box)
         rng = np.random.default_rng((7, i))
         below = bool(rng.random() < 0.25)
@@ -109,14 +114,7 @@ def extract_masks(data: Path, cache: Path, feats: dict, log=print) -> dict[str, 
     out: dict[str, list] = {"below": [], "mask_plain": [], "mask_bench_mask": []}
     for i, name in enumerate(feats["name"]):
         rgb = np.asarray(Image.open(data / "images" / str(name)).convert("RGB"))
-        boxes, _, marks = det.detect_landmarks(rgb)
-        h, w = rgb.shape[:2]
-        if len(boxes):
-            centre = np.array([w / 2, h / 2])
-            k = int(np.argmin(np.linalg.norm((boxes[:, :2] + boxes[:, 2:]) / 2 - centre, axis=1)))
-            box, lm = tuple(float(x) for x in boxes[k]), marks[k]
-        else:
-            box, lm = (0.15 * w, 0.2 * h, 0.85 * w, 0.95 * h), None
+        box, lm, _ = chip_face(det, rgb)
         lb = from_detector_box(box)
         rng = np.random.default_rng((7, i))  # replayed exactly as extract() drew them
         below = bool(rng.random() < 0.25)
