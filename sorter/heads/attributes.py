@@ -29,7 +29,6 @@ import numpy as np
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 HEAD_PATH = ASSETS / "attributes.npz"
-META_PATH = ASSETS / "attributes.json"
 # Age bands of the shared UTKFace labels (labels.csv age_band): the folders of ``--by age-band``.
 AGE_BANDS = ((0, 2), (3, 5), (6, 9), (10, 12), (13, 17), (18, 29), (30, 44), (45, 59), (60, None))
 # The seeds' three bands (mask x gender x age, 18 classes).
@@ -42,8 +41,9 @@ def band_name(band: tuple[int, int | None]) -> str:
     return f"{lo}+" if hi is None else f"{lo}-{hi}"
 
 
-def _phi(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
+def _phi(z: float) -> float:
+    """The standard normal's cumulative distribution (z may be +-inf)."""
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
 
 @dataclass
@@ -65,9 +65,9 @@ class Attributes:
 
     def p_between(self, lo: float | None, hi: float | None) -> float:
         """Probability that the face's age in whole years is in [lo, hi] (None: open)."""
-        a = -np.inf if not lo else (math.log1p(lo) - self.mu) / self.sigma
-        b = np.inf if hi is None else (math.log1p(hi + 1) - self.mu) / self.sigma
-        return float(_phi(np.array(b)) - _phi(np.array(a)))
+        a = -math.inf if not lo else (math.log1p(lo) - self.mu) / self.sigma
+        b = math.inf if hi is None else (math.log1p(hi + 1) - self.mu) / self.sigma
+        return _phi(b) - _phi(a)
 
     def bands(self, bands: Sequence[tuple[int, int | None]] = AGE_BANDS) -> dict[str, float]:
         return {band_name(b): self.p_between(*b) for b in bands}
@@ -158,26 +158,25 @@ class AttributeHead:
         n = len(ages)
         if not n:
             return []
+        # the networks' own answer: log(1 + the expected age of their distribution)
+        mu = np.log1p(np.asarray(ages, np.float64) @ AGES.astype(np.float64))
+        pf = np.asarray(p_female, np.float64)
         if self.use_head:
             self.load()
             assert self._params is not None
             x = features(ages, p_female, vectors, self.inputs)
             x = (x - self._params["mean"]) / self._params["scale"]
             folds = int(self.meta["folds"])
-            # soft voting: the folds' log-ages and gender probabilities averaged
-            base = np.log1p(np.asarray(ages, np.float64) @ AGES.astype(np.float64))
-            mu = base + np.mean([_mlp(self._params, f"age{k}_", x)[:, 0] for k in range(folds)], 0)
-            pf = np.mean(
+            # soft voting: the folds' log-age corrections and gender probabilities averaged
+            mu = mu + np.mean([_mlp(self._params, f"age{k}_", x)[:, 0] for k in range(folds)], 0)
+            head_pf = np.mean(
                 [1.0 / (1.0 + np.exp(-_mlp(self._params, f"gender{k}_", x)[:, 0])) for k in range(folds)], 0
             )
             adult_at = self.meta.get("gender_from_networks_at")
-            if adult_at is not None:  # grown-ups' gender: the networks' (they were trained on adults)
-                pf = np.where(
-                    np.expm1(np.clip(mu, 0.0, None)) >= adult_at, np.asarray(p_female, np.float64), pf
-                )
-        else:
-            mu = np.log1p(np.asarray(ages, np.float64) @ AGES.astype(np.float64))
-            pf = np.asarray(p_female, np.float64)
+            if adult_at is None:
+                pf = head_pf
+            else:  # grown-ups' gender: the networks' (they were trained on adults)
+                pf = np.where(np.expm1(np.clip(mu, 0.0, None)) >= adult_at, pf, head_pf)
         mu = np.clip(mu, 0.0, math.log1p(100.0))
         sig = self.sigma(mu)
         return [

@@ -144,10 +144,10 @@ class FaceRecogniser:
         if todo:
             s = found.scale
             boxes = [tuple(v / s for v in faces[k].dbox) for k in todo]
-            x = self._featuriser.features(found.rgb, boxes, [faces[k].landmarks / s for k in todo])
+            marks = [faces[k].landmarks / s for k in todo]
+            x = self._featuriser.features(found.rgb, boxes, marks)
             masks = self.masks.states(found.rgb, boxes)
             assert self._attributes is not None
-            marks = [faces[k].landmarks / s for k in todo]
             sface = x if self._featuriser.is_sface else None  # the same vectors the head may read
             attrs = self._attributes.describe(found.rgb, boxes, marks, sface)
             computed = dict(zip(todo, zip(x, masks, attrs, strict=True), strict=True))
