@@ -42,6 +42,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mask_members import class_ap, train_members, vote  # noqa: E402
+
 from sorter.heads.mask import HEAD_CLASSES, MASK_CLASSES, NO_FACE, MaskHead, crop  # noqa: E402
 from sorter.training.mask_fit import describe, export, write_json  # noqa: E402
 from sorter.training.mask_head import (  # noqa: E402
@@ -231,6 +233,63 @@ def no_face_test(head: MaskHead, photos: list[dict], images: list, cands: dict) 
     }
 
 
+def compare_members(args, tr, f_tr, va, f_va, kind: str, size: int) -> dict:
+    """Validation: --members networks (seeds seed..) trained on the train split, each alone and soft-voted,
+    without synthetic masks and with --synthetic; the kept setting: the vote's macro-F1, then its mean
+    class AP (how well the scores rank faces, what the system's AP50 rests on)."""
+    img_va = [read_rgb(p["path"]) for p in va]
+    y = np.array([f[2] for f in f_va])
+    seeds = list(range(args.seed, args.seed + args.members))
+    out: dict = {"members": args.members, "seeds": seeds, "epochs": args.compare_epochs or args.epochs}
+    for synth in (0.0, args.synthetic):
+        trained = train_members(
+            [p["path"] for p in tr], f_tr, kind, out["epochs"], size, args.margin, seeds, args.batch,
+            args.lr, args.jobs, synthetic=synth,
+        )  # fmt: skip
+        probs = []
+        for sd, _curve, _secs in trained:
+            probs.append(predict_torch(vote([sd], len(HEAD_CLASSES)), img_va, f_va, size, args.margin))
+        runs = []
+        for k, pr in enumerate(probs):
+            m = metrics(y, mask_pred(pr))
+            runs.append(
+                {
+                    "seed": seeds[k],
+                    "accuracy": m["accuracy"],
+                    "macro_f1": m["macro_f1"],
+                    "class_ap": class_ap(y, pr, MASK_CLASSES),
+                }
+            )
+        mean_p = np.mean(probs, 0)
+        m = metrics(y, mask_pred(mean_p))
+        voted_ = {
+            "accuracy": m["accuracy"],
+            "macro_f1": m["macro_f1"],
+            "per_class": m["per_class"],
+            "class_ap": class_ap(y, mean_p, MASK_CLASSES),
+        }
+        voted_["mean_class_ap"] = round(float(np.mean(list(voted_["class_ap"].values()))), 4)
+        out[f"synthetic_{synth}"] = {
+            "members": runs,
+            "mean_member": {
+                key: round(float(np.mean([r[key] for r in runs])), 4) for key in ("accuracy", "macro_f1")
+            }
+            | {
+                "mean_class_ap": round(
+                    float(np.mean([np.mean(list(r["class_ap"].values())) for r in runs])), 4
+                )
+            },
+            "voted": voted_,
+            "train_seconds": round(sum(t[2] for t in trained), 1),
+        }
+        print(f"synthetic {synth}: members {runs}; voted {voted_}", flush=True)
+    keys = [k for k in out if k.startswith("synthetic_")]
+    best = max(keys, key=lambda k: (out[k]["voted"]["macro_f1"], out[k]["voted"]["mean_class_ap"]))
+    out["chosen_synthetic"] = float(best.split("_", 1)[1])
+    out["rule"] = "the vote's validation macro-F1, then its mean class AP"
+    return out
+
+
 def split_val(train_side: list[dict], frac: float, seed: int) -> tuple[set[int], list[list[int]]]:
     """Photo numbers of the validation split: whole sha256 groups, stratified on the rare class."""
     val = grouped_split(
@@ -343,6 +402,22 @@ def main() -> None:
         default=1,
         help="torch threads (1: with another job on the 2 cores, 2 threads ran 6x slower, measured)",
     )
+    ap.add_argument(
+        "--members", type=int, default=3, help="networks soft-voted in the shipped head (seeds seed..)"
+    )
+    ap.add_argument(
+        "--synthetic",
+        type=float,
+        default=0.35,
+        help="chance a bare training face gets a synthetic mask (photosort's renderer); with "
+        "--compare-members, chosen on validation between 0 and this",
+    )
+    ap.add_argument(
+        "--compare-members",
+        action="store_true",
+        help="on validation: each of --members networks against their vote, with and without --synthetic",
+    )
+    ap.add_argument("--jobs", type=int, default=2, help="members trained at once (one thread each)")
     ap.add_argument("--no-export", action="store_true", help="compare only; do not write --out")
     ap.add_argument(
         "--no-face-cache",
@@ -470,6 +545,11 @@ def main() -> None:
             }
             print(f"input size kept: {size} px")
         results["chosen_size"] = size
+    synthetic = args.synthetic
+    if args.compare_members:
+        results["member_comparison"] = compare_members(args, tr, f_tr, va, f_va, best, size)
+        synthetic = results["member_comparison"]["chosen_synthetic"]
+    results["chosen_synthetic"] = synthetic
     if args.no_export:
         write(args.results, results)
         return
@@ -481,16 +561,22 @@ def main() -> None:
     cands = detector_candidates(tr + va, cache)
     nf, nf_counts = no_face_examples(tr + va, img_all, cands, args.seed)
     print(f"no_face examples: {nf_counts}")
-    model, curve, secs = train(
-        img_all, f_all + nf, best, args.epochs, size, args.margin, args.seed, args.batch, args.lr,
-        no_face_per_epoch=NO_FACE_PER_EPOCH,
+    seeds = list(range(args.seed, args.seed + args.members))
+    trained = train_members(
+        [p["path"] for p in tr + va], f_all + nf, best, args.epochs, size, args.margin, seeds, args.batch,
+        args.lr, args.jobs, no_face_per_epoch=NO_FACE_PER_EPOCH, synthetic=synthetic,
     )  # fmt: skip
+    model = vote([t[0] for t in trained], len(HEAD_CLASSES))
+    curve, secs = trained[0][1], sum(t[2] for t in trained)
     results["no_face_data"] = {"rule": NO_FACE_RULE, "cache": str(cache), **nf_counts}
     results["final_training"] = {
         "loss": best,
         "epochs": args.epochs,
         "classes": list(HEAD_CLASSES),
         "no_face_per_epoch": NO_FACE_PER_EPOCH,
+        "members": args.members,
+        "seeds": seeds,
+        "synthetic": synthetic,
         "faces": count(f[2] for f in f_all),
         "train_seconds": round(secs, 1),
         "curve": curve,
@@ -507,12 +593,15 @@ def main() -> None:
         "training_photos": len(tr) + len(va),
         "training_faces": count(f[2] for f in f_all),
         "no_face": {"rule": NO_FACE_RULE, **nf_counts},
-        "weights": "trained from scratch (no pretrained weights)",
+        "weights": f"trained from scratch (no pretrained weights), {args.members} networks soft-voted",
+        "synthetic_masks": f"a bare face given photosort's own synthetic mask with chance {synthetic} "
+        "(sorter.training.augment; never the benchmark's renderer)",
         "loss": best,
         "seed": args.seed,
         "torch": torch.__version__,
     }
     meta = describe(size, args.margin, files, provenance, command, classes=HEAD_CLASSES)
+    meta.update(members=args.members, flip=False, synthetic_masks=synthetic)
 
     # (4) the shipped file, through the inference code (OpenVINO, one thread): test side, once
     write_json(meta_path, meta)  # figures added below; sha256 is final already
@@ -609,6 +698,17 @@ def table(r: dict) -> None:
             f"{pc['mask_weared_incorrect']['recall']:>11.3f} {pc['without_mask']['recall']:>9.3f} "
             f"{v['train_seconds']:>6.0f}"
         )
+    mc = r.get("member_comparison")
+    if mc:
+        print(f"\nvalidation: one network against the vote of {mc['members']} (seeds {mc['seeds']})")
+        print(f"{'synthetic masks':<16} {'':<12} {'macro-F1':>8} {'acc':>6} {'class AP':>8}")
+        for k in (k for k in mc if k.startswith("synthetic_")):
+            for name, v in (("mean member", mc[k]["mean_member"]), ("vote", mc[k]["voted"])):
+                print(
+                    f"{k.split('_', 1)[1]:<16} {name:<12} {v['macro_f1']:>8.3f} {v['accuracy']:>6.3f} "
+                    f"{v['mean_class_ap']:>8.3f}"
+                )
+        print(f"kept: synthetic {mc['chosen_synthetic']} ({mc['rule']})")
     t = r["test"]
     print(f"\ntest side ({t['faces']} faces), loss {r['chosen_loss']}")
     print(f"{'class':<22} {'P':>6} {'R':>6} {'F1':>6} {'n':>5}")

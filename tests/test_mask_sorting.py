@@ -105,6 +105,25 @@ def test_box_map_is_learnt_from_the_labels() -> None:
     assert apply_box_map((100.0, 0.0, 140.0, 50.0), m) == pytest.approx((98.0, -5.0, 142.0, 50.0))
 
 
+def test_box_map_follows_the_face_height() -> None:
+    """A labeller who draws small faces relatively wider: each height band keeps its own fractions,
+    interpolated between bands, held flat beyond; a model's old four-number map still applies."""
+    pairs = []
+    for k in range(200):
+        h = 10.0 if k % 2 else 80.0
+        extra = 0.2 if h == 10.0 else 0.02  # 20% wider at 10 px, 2% at 80 px
+        pairs.append(((0.0, 0.0, h, h), (0.0, 0.0, h * (1 + extra), h)))
+    m = learn_box_map(pairs)
+    assert len(m) == 5 and all(len(row) == 5 for row in m)
+    assert apply_box_map((0.0, 0.0, 10.0, 10.0), m)[2] == pytest.approx(12.0)
+    assert apply_box_map((0.0, 0.0, 5.0, 5.0), m)[2] == pytest.approx(6.0)  # below the bands: flat
+    assert apply_box_map((0.0, 0.0, 400.0, 400.0), m)[2] == pytest.approx(408.0)
+    middle = apply_box_map((0.0, 0.0, 30.0, 30.0), m)[2] / 30.0
+    assert 1.02 < middle < 1.2
+    old = (0.0, 0.0, 1.1, 1.0)
+    assert apply_box_map((10.0, 10.0, 20.0, 20.0), old) == pytest.approx((10.0, 10.0, 21.0, 20.0))
+
+
 @pytest.mark.parametrize(
     ("settings", "device", "epochs", "hours"),
     [
@@ -143,7 +162,7 @@ def test_train_on_mask_state_labels_sorts_by_mask_and_measures_the_system(tmp_pa
     assert set(system["per_class"]) == {"with_mask", "without_mask", "mask_weared_incorrect"}
     assert system["mAP50"] > 0.3, system  # YOLO after one epoch finds nothing; the system does
     assert "mask_head" in res.metrics and "improved" in res.metrics["mask_head"]
-    assert len(bundle.box_map or []) == 4
+    assert bundle.box_map and all(len(row) == 5 for row in bundle.box_map)
     out = tmp_path / "sorted"
     report = sorter.classify(SAMPLE / "test", out, bundle, progress=False, workers=0)
     assert report.per_person and set(report.per_person) <= set(system["per_class"])

@@ -55,8 +55,9 @@ class Bundle:
     # recogniser the detector is all there is and always runs.
     use_detector: bool = True
     # Labelled boxes as fractions of the face detector's (x0, y0, x1, y1), learnt from the training
-    # labels (sorter.training.detection.learn_box_map): how this labeller draws a face. None: default.
-    box_map: list[float] | None = None
+    # labels (sorter.training.detection.learn_box_map): how this labeller draws a face, as rows [height,
+    # x0, y0, x1, y1] by face height (models from before: the four fractions alone). None: default.
+    box_map: list[list[float]] | list[float] | None = None
     # What classify sorts by with this model: "person" (a recogniser, or YOLO's classes), or "mask" (the
     # labels were mask states: the face detector and the mask head do the sorting)
     sorts_by: str = "person"

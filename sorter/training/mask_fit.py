@@ -279,6 +279,8 @@ def fit_mask_head(
             rng,
             FT_BATCH,
             deadline,
+            # the synthetic masks the shipped head was trained with, if any: the same mix of examples
+            synthetic=float(base.get("synthetic_masks") or 0.0),
         )
         m = metrics(y_va, mask_pred(predict_torch(model, patches, f_va, size, margin)))
         curve.append(
@@ -325,6 +327,7 @@ def fit_mask_head(
         "torch": torch.__version__,
     }
     meta = describe(size, margin, files, provenance, "sorter.training.mask_fit.fit_mask_head", classes)
+    meta.update(members=int(base.get("members", 1)), flip=bool(base.get("flip")))  # as load_torch builds it
     val_fig = {
         "split": f"{len(val)} photos, {len(f_va)} faces",
         "macro_f1": best[1]["macro_f1"],

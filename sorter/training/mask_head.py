@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from sorter.heads.mask import (
     crop,
     to_input,
 )
+from sorter.training.mask_augment import augment, jitter_box
 
 TORCH_PATH = ASSETS / "mask_head.pt"  # the shipped head's torch state_dict (its sha256 in the JSON)
 NO_FACE_LABEL = HEAD_CLASSES.index(NO_FACE)  # 3: the class index of a no_face example
@@ -84,73 +86,60 @@ def background_boxes(shape: tuple, labelled: Sequence[tuple], n: int, rng: np.ra
     return out
 
 
-# ------------------------------------------------------------------------------------ augmentation
-def jitter_box(box: tuple, rng: np.random.Generator) -> tuple:
-    """A labelled box as a face detector might give it: shift +-10%, scale 0.85-1.2, aspect +-15%."""
-    x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
-    s = rng.uniform(0.85, 1.2)
-    a = math.exp(rng.uniform(-0.15, 0.15))
-    cx = (x0 + x1) / 2 + rng.uniform(-0.1, 0.1) * w
-    cy = (y0 + y1) / 2 + rng.uniform(-0.1, 0.1) * h
-    nw, nh = w * s * a, h * s / a
-    return (cx - nw / 2, cy - nh / 2, cx + nw / 2, cy + nh / 2)
-
-
-def augment(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Flip, rotate +-10 degrees, tiny-face resampling or blur, colour, JPEG: one training crop."""
-    import cv2
-
-    size = c.shape[0]
-    if rng.random() < 0.5:
-        c = c[:, ::-1]
-    angle = rng.uniform(-10, 10)
-    m = cv2.getRotationMatrix2D((size / 2 - 0.5, size / 2 - 0.5), angle, 1.0)
-    c = cv2.warpAffine(
-        np.ascontiguousarray(c), m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-    )
-    r = rng.random()
-    if r < 0.3:  # a tiny face: down to 6-32 px and back, as crop() upsamples one
-        side = int(rng.integers(6, 33))
-        c = cv2.resize(
-            cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA),
-            (size, size),
-            interpolation=cv2.INTER_LINEAR,
-        )
-    elif r < 0.45:
-        c = cv2.GaussianBlur(c, (0, 0), rng.uniform(0.4, 1.3))
-    x = c.astype(np.float32)
-    if rng.random() < 0.8:  # colour: brightness, contrast, saturation
-        gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
-        sat = rng.uniform(0.6, 1.4) if rng.random() > 0.05 else 0.0
-        x = gray[..., None] + (x - gray[..., None]) * sat
-        x = (x - x.mean()) * rng.uniform(0.7, 1.3) + x.mean() * rng.uniform(0.7, 1.3)
-        x = x + rng.normal(0, 3, size=3).astype(np.float32)
-    c = np.clip(x, 0, 255).astype(np.uint8)
-    if rng.random() < 0.25:  # JPEG, as the photos classify sees
-        ok, buf = cv2.imencode(".jpg", c, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(35, 95))])
-        if ok:
-            c = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    return c
-
-
 # ------------------------------------------------------------------------------------------- model
-def make_model(width: tuple[int, ...] = (16, 32, 64, 96), n_classes: int = len(HEAD_CLASSES)):
+def make_model(
+    width: tuple[int, ...] = (16, 32, 64, 96),
+    n_classes: int = len(HEAD_CLASSES),
+    members: int = 1,
+    flip: bool = False,
+):
     """4 conv blocks (BN+ReLU, max-pool), global average pool, dropout, ``n_classes`` logits (4: the three
-    mask states and no_face; 3 for heads from before no_face)."""
+    mask states and no_face; 3 for heads from before no_face).
+
+    ``members`` > 1 or ``flip``: that many such networks soft-voted (:func:`voted`), each on the crop and,
+    with ``flip``, on its mirror image too; one file, one call, the same input and output as one network.
+    """
     import torch.nn as nn
 
     def cbr(cin: int, cout: int) -> list:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
-    layers: list = []
-    cin = 3
-    for i, c in enumerate(width):
-        layers += cbr(cin, c) + (cbr(c, c) if i > 0 else []) + [nn.MaxPool2d(2)]
-        cin = c
-    return nn.Sequential(
-        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, n_classes)
-    )
+    def one():
+        layers: list = []
+        cin = 3
+        for i, c in enumerate(width):
+            layers += cbr(cin, c) + (cbr(c, c) if i > 0 else []) + [nn.MaxPool2d(2)]
+            cin = c
+        return nn.Sequential(
+            *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, n_classes)
+        )
+
+    if members <= 1 and not flip:
+        return one()
+    return voted([one() for _ in range(members)], flip)
+
+
+def voted(nets: Sequence[Any], flip: bool):
+    """Soft voting: the mean of the networks' probabilities (over the crop and, with ``flip``, its
+    mirror), returned as log-probabilities, so that softmax gives the mean back and the output reads
+    like one network's logits (the runtime and the losses take it unchanged). Why: five networks
+    trained from different seeds on a few thousand faces disagree on the rare and small faces; their
+    mean is steadier than any one (bench/mask_head.py measures one against the vote on validation)."""
+    import torch
+    import torch.nn as nn
+
+    class Voted(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = nn.ModuleList(nets)
+            self.flip = flip
+
+        def forward(self, x):
+            views = [x, torch.flip(x, dims=[3])] if self.flip else [x]
+            p = torch.stack([torch.softmax(m(v), 1) for m in self.members for v in views]).mean(0)
+            return torch.log(p.clamp_min(1e-12))
+
+    return Voted()
 
 
 def loss_fn(kind: str, counts: np.ndarray):
@@ -173,15 +162,30 @@ def loss_fn(kind: str, counts: np.ndarray):
     raise ValueError(kind)
 
 
-def make_batch(images, faces, idx, size, margin, rng, train: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Model input and labels of ``faces[idx]``; ``train``: jittered boxes and augmented crops."""
+def make_batch(
+    images, faces, idx, size, margin, rng, train: bool, synthetic: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model input and labels of ``faces[idx]``; ``train``: jittered boxes and augmented crops.
+
+    ``synthetic``: the chance that a bare face (without_mask) is given a mask drawn by photosort's own
+    renderer (:func:`sorter.training.augment.draw_synthetic_mask`, placed by where a labelled box has
+    its landmarks), labelled with_mask when worn over the nose and mask_weared_incorrect when below it:
+    more examples of the rare class than the few labelled ones, in masks of every family and colour."""
     crops, ys = [], []
+    worn = ("without_mask", "with_mask", "mask_weared_incorrect")
+    bare, over, below = (MASK_CLASSES.index(c) for c in worn)
     for k in idx:
         i, box, lab = faces[k]
+        img = images[i]
+        if train and synthetic and lab == bare and rng.random() < synthetic:
+            from sorter.training.augment import draw_synthetic_mask
+
+            img, kind = draw_synthetic_mask(img, box, rng, return_kind=True)
+            lab = below if kind.worn == "below_nose" else over
         if train:
-            c = augment(crop(images[i], jitter_box(box, rng), size, margin), rng)
+            c = augment(crop(img, jitter_box(box, rng), size, margin), rng)
         else:
-            c = crop(images[i], box, size, margin)
+            c = crop(img, box, size, margin)
         crops.append(c)
         ys.append(lab)
     return to_input(np.stack(crops), DEFAULT_MEAN, DEFAULT_STD), np.array(ys, np.int64)
@@ -196,7 +200,7 @@ def predict_torch(model, images, faces, size, margin, batch=256) -> np.ndarray:
         for s in range(0, len(faces), batch):
             x, _ = make_batch(images, faces, range(s, min(s + batch, len(faces))), size, margin, None, False)
             out.append(torch.softmax(model(torch.from_numpy(x)), 1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, model[-1].out_features), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, len(HEAD_CLASSES)), np.float32)
 
 
 def mask_pred(probs: np.ndarray) -> np.ndarray:
@@ -204,7 +208,9 @@ def mask_pred(probs: np.ndarray) -> np.ndarray:
     return np.asarray(probs)[:, : len(MASK_CLASSES)].argmax(1)
 
 
-def run_epoch(model, opt, sched, crit, images, faces, order, size, margin, rng, batch, deadline=None):
+def run_epoch(
+    model, opt, sched, crit, images, faces, order, size, margin, rng, batch, deadline=None, synthetic=0.0
+):
     """One pass over ``faces[order]``; mean loss. Stops between batches once ``deadline`` (time.time())."""
     import torch
 
@@ -216,7 +222,7 @@ def run_epoch(model, opt, sched, crit, images, faces, order, size, margin, rng, 
             continue
         if deadline is not None and nb and time.time() > deadline:
             break
-        x, y = make_batch(images, faces, idx, size, margin, rng, True)
+        x, y = make_batch(images, faces, idx, size, margin, rng, True, synthetic)
         xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
         loss = crit(model(xt), torch.from_numpy(y))
         opt.zero_grad()
@@ -242,6 +248,7 @@ def train(
     val=None,
     log=print,
     no_face_per_epoch: int | None = None,
+    synthetic: float = 0.0,
 ):
     """Train one model from scratch (AdamW, one-cycle); ``val`` = (images, faces) scored every epoch.
 
@@ -271,7 +278,9 @@ def train(
         else:
             pick = rng.choice(nf, size=draw, replace=False) if draw < len(nf) else nf
             order = rng.permutation(np.concatenate([rest, pick]))
-        loss = run_epoch(model, opt, sched, crit, images, faces, order, size, margin, rng, batch)
+        loss = run_epoch(
+            model, opt, sched, crit, images, faces, order, size, margin, rng, batch, synthetic=synthetic
+        )
         entry = {"epoch": ep + 1, "loss": loss, "seconds": round(time.time() - t0, 1)}
         if val is not None:
             m = metrics(np.array([f[2] for f in val[1]]), mask_pred(predict_torch(model, *val, size, margin)))
@@ -349,6 +358,8 @@ def load_torch(pt_path: Path = TORCH_PATH, meta_path: Path = META_PATH):
     data = Path(pt_path).read_bytes()
     if hashlib.sha256(data).hexdigest() != meta.get("torch_sha256"):
         raise ValueError(f"{pt_path} does not match torch_sha256 in {meta_path}: altered or replaced")
-    model = make_model(n_classes=len(meta["classes"]))
+    model = make_model(
+        n_classes=len(meta["classes"]), members=int(meta.get("members", 1)), flip=bool(meta.get("flip"))
+    )
     model.load_state_dict(torch.load(io.BytesIO(data), weights_only=True))
     return model.eval()

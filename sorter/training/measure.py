@@ -193,7 +193,9 @@ def choose_detector(with_detector: dict[str, Any], alone: dict[str, Any]) -> dic
     }
 
 
-def learn_labeller_boxes(bundle: Bundle, images: list[LabelledImage], device: str | None) -> list[float]:
+def learn_labeller_boxes(
+    bundle: Bundle, images: list[LabelledImage], device: str | None
+) -> list[list[float]]:
     """How the labeller draws a face against the face detector's box (:func:`learn_box_map`), from
     (up to 150 of) the training photos: the system's boxes are then scored in the labeller's style."""
     masks = mask_sorter(bundle) if bundle.sorts_by == "mask" else None
@@ -205,7 +207,7 @@ def learn_labeller_boxes(bundle: Bundle, images: list[LabelledImage], device: st
         faces = analyser.both(photo)
         if faces is not None and faces[0]:
             pairs += match_pairs(faces[0], [b.xyxy for b in img.boxes])
-    return [round(v, 4) for v in learn_box_map(pairs)]
+    return learn_box_map(pairs)
 
 
 def log_metrics(tracker: Tracker, metrics: dict[str, Any], classes: list[str], prefix: str) -> None:

@@ -1,0 +1,86 @@
+"""Soft-voted mask heads for bench/mask_head.py: members trained side by side, and one against the vote.
+
+Each member is the same small CNN (``sorter.training.mask_head.train``) from its own seed; ``jobs`` of
+them train at once in spawned processes with one torch thread each (on 2 cores, two one-thread
+trainings take about the time of one). Workers read the photos themselves from their paths, so nothing
+large is pickled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+_DATA: dict = {}
+
+
+def _init(paths: Sequence[str]) -> None:
+    import cv2
+    import torch
+    from PIL import Image
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    cv2.setNumThreads(1)
+    imgs = []
+    for p in paths:
+        with Image.open(p) as im:
+            imgs.append(np.asarray(im.convert("RGB")))
+    _DATA["images"] = imgs
+
+
+def _member(job: tuple) -> tuple[dict, list, float]:
+    from sorter.training.mask_head import train
+
+    faces, kind, epochs, size, margin, seed, batch, lr, kw = job
+    model, curve, secs = train(
+        _DATA["images"], faces, kind, epochs, size, margin, seed, batch, lr, log=lambda _s: None, **kw
+    )
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, curve, secs
+
+
+def train_members(
+    paths: Sequence[Path],
+    faces: list,
+    kind: str,
+    epochs: int,
+    size: int,
+    margin: float,
+    seeds: Sequence[int],
+    batch: int,
+    lr: float,
+    jobs: int = 2,
+    **kw,
+) -> list[tuple[dict, list, float]]:
+    """(state_dict, curve, seconds) of one member per seed; ``faces`` index into ``paths``' photos,
+    which must read as the caller's images do (RGB, as ``bench/mask_head.read_rgb``)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    todo = [(faces, kind, epochs, size, margin, s, batch, lr, kw) for s in seeds]
+    with ctx.Pool(min(jobs, len(todo)), initializer=_init, initargs=([str(p) for p in paths],)) as pool:
+        return pool.map(_member, todo, chunksize=1)
+
+
+def vote(states: Sequence[dict], n_classes: int, flip: bool = False):
+    """The soft-voted model of trained members (``sorter.training.mask_head.make_model``); one member
+    without flip: that network alone."""
+    from sorter.training.mask_head import make_model
+
+    model = make_model(n_classes=n_classes, members=len(states), flip=flip)
+    nets = [model] if len(states) == 1 and not flip else model.members
+    for net, sd in zip(nets, states, strict=True):
+        net.load_state_dict(sd)
+    return model.eval()
+
+
+def class_ap(y: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """Average precision of each mask state over the labelled faces (a face's probability of the class
+    as its rank): how well the scores order faces, which is what the system's AP50 rests on."""
+    from sklearn.metrics import average_precision_score
+
+    p = np.asarray(probs)[:, : len(classes)]
+    p = p / np.maximum(p.sum(1, keepdims=True), 1e-12)
+    return {c: round(float(average_precision_score(y == k, p[:, k])), 4) for k, c in enumerate(classes)}
