@@ -327,7 +327,12 @@ def fit_mask_head(
         "torch": torch.__version__,
     }
     meta = describe(size, margin, files, provenance, "sorter.training.mask_fit.fit_mask_head", classes)
-    meta.update(members=int(base.get("members", 1)), flip=bool(base.get("flip")))  # as load_torch builds it
+    # as load_torch builds it, and the training mix it was fine-tuned with
+    meta.update(
+        members=int(base.get("members", 1)),
+        flip=bool(base.get("flip")),
+        synthetic_masks=float(base.get("synthetic_masks") or 0.0),
+    )
     val_fig = {
         "split": f"{len(val)} photos, {len(f_va)} faces",
         "macro_f1": best[1]["macro_f1"],
