@@ -51,7 +51,12 @@ class QtLikeImage:
 
 @pytest.fixture(scope="module")
 def bundle(synth_model) -> Bundle:
-    return Bundle.load(synth_model.run_dir)
+    # These tests are about the label files, not the detector: the disc detector scores true discs
+    # 0.25-0.9, and where in that range depends on the CPU's kernels (on CI's, half the photos had no
+    # disc above the calibrated 0.5). A teacher's threshold of 0.25 keeps every disc and, measured on
+    # four seeds of these photos, no wrong box; assert_on_the_faces still checks every one.
+    loaded = Bundle.load(synth_model.run_dir)
+    return dataclasses.replace(loaded, threshold=0.25, per_class_threshold={}, per_class_low={})
 
 
 def make_photos(root: Path, n: int, seed: int = 5, orientation: int = 1) -> dict[Path, list]:
@@ -227,12 +232,16 @@ def test_update_classes_appends_and_keeps_numbers(tmp_path: Path) -> None:
     assert update_classes(tmp_path, ["ben"]) == ["zoé", "", "ben", "ava"]  # nothing to add: untouched
 
 
-def test_mask_model_labels_each_face_with_its_mask_state(bundle, tmp_path: Path) -> None:
+def test_mask_model_labels_each_face_with_its_mask_state(synth_model, tmp_path: Path) -> None:
     from sorter.heads.mask import MASK_CLASSES
 
     # A model trained on mask-state labels (sorts_by "mask", the shipped mask head): real faces needed
     masks = dataclasses.replace(
-        bundle, sorts_by="mask", classes=list(MASK_CLASSES), per_class_threshold={}, per_class_low={}
+        Bundle.load(synth_model.run_dir),  # its calibrated 0.5, not the disc tests' 0.25
+        sorts_by="mask",
+        classes=list(MASK_CLASSES),
+        per_class_threshold={},
+        per_class_low={},
     )
     sample = sorted((SAMPLE / "test").glob("*.jpg"))[:3]
     for p in sample:
