@@ -38,6 +38,10 @@ MAX_BANDS, MIN_PAIRS_PER_BAND = 8, 40
 # face-mask train side: power 1 mAP50 0.755, 0.5 0.762, 0.25 0.763, 0 (the head alone) 0.755.
 DET_SCORE_POWER = 0.25
 
+# ultralytics' validator keeps every (box, class) pair above conf 0.001 (DetectionValidator: "0.001"
+# when conf is unset); the system's multi-label detections use the same floor.
+MIN_CONF = 0.001
+
 BoxMap = Sequence[float] | Sequence[Sequence[float]]
 
 
@@ -109,24 +113,33 @@ def match_pairs(faces: list[Face], labels: list[Box], min_iou: float = 0.3) -> l
 
 
 def predictions(
-    faces: list[Face], classes: list[str], box_map: BoxMap
+    faces: list[Face], classes: list[str], box_map: BoxMap, multi_label: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A photo's faces as detections: labeller-style boxes [n, 4], confidences [n], class indices [n].
 
-    Confidence: the probability of the face's most likely class, times the face detector's score to the
-    power :data:`DET_SCORE_POWER` (a likely non-face ranks below a sure face, but a masked face that
-    ONet is unsure of is not ranked below every bare one). Faces whose best class is none of ``classes`` (a
-    stranger) are not detections of any labelled class.
+    Confidence: a class's probability, times the face detector's score to the power
+    :data:`DET_SCORE_POWER` (a likely non-face ranks below a sure face, but a masked face that ONet is
+    unsure of is not ranked below every bare one). ``multi_label`` (the default) scores as ultralytics'
+    validator scores YOLO (``non_max_suppression(multi_label=True)`` at conf 0.001, the protocol of
+    every published mAP on the face-mask set): each face is one detection per class whose confidence
+    reaches :data:`MIN_CONF`, so a face the head doubts between two states still counts, at its lower
+    score, for the second. Otherwise each face is one box of its most likely class only. Faces whose
+    best class is none of ``classes`` (a stranger) are not detections of any labelled class.
     """
     boxes, conf, cls = [], [], []
     for f in faces:
         known = {c: s for c, s in f.scores.items() if c in classes}
         if not known:
             continue
-        name = max(known, key=known.__getitem__)
-        boxes.append(apply_box_map(to_detector_box(f.xyxy), box_map))
-        conf.append(known[name] * min(1.0, max(f.det_score, 0.0)) ** DET_SCORE_POWER)
-        cls.append(classes.index(name))
+        box = apply_box_map(to_detector_box(f.xyxy), box_map)
+        weight = min(1.0, max(f.det_score, 0.0)) ** DET_SCORE_POWER
+        best = max(known, key=known.__getitem__)
+        for name in known if multi_label else [best]:
+            c = known[name] * weight
+            if name == best or c >= MIN_CONF:
+                boxes.append(box)
+                conf.append(c)
+                cls.append(classes.index(name))
     return (
         np.array(boxes, np.float64).reshape(-1, 4),
         np.array(conf, np.float64),
