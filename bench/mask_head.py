@@ -417,6 +417,12 @@ def main() -> None:
         action="store_true",
         help="on validation: each of --members networks against their vote, with and without --synthetic",
     )
+    ap.add_argument(
+        "--flip",
+        action="store_true",
+        help="the shipped head also reads each face's mirror image and averages it in (twice the time a "
+        "face); chosen on validation by bench/mask_flip.py, whose results are recorded beside",
+    )
     ap.add_argument("--jobs", type=int, default=2, help="members trained at once (one thread each)")
     ap.add_argument("--no-export", action="store_true", help="compare only; do not write --out")
     ap.add_argument(
@@ -432,6 +438,8 @@ def main() -> None:
         "full run whose --results file is reused for the validation figures",
     )
     args = ap.parse_args()
+    if args.results.resolve() == (args.out / "mask_head.json").resolve():
+        raise SystemExit(f"--results {args.results} is the head's own metadata file: give another path")
 
     import cv2
     import torch
@@ -494,7 +502,10 @@ def main() -> None:
                 f"--final-only: {args.results} chose loss {prev.get('chosen_loss')} at "
                 f"{prev.get('chosen_size')} px; pass those as --loss and --size"
             )
-        for k in ("validation_comparison", "chosen_loss", "choice_rule", "size_comparison", "chosen_size"):
+        keep = ["validation_comparison", "chosen_loss", "choice_rule", "size_comparison", "chosen_size"]
+        if not args.compare_members:
+            keep += ["member_comparison"]
+        for k in keep:
             if k in prev:
                 results[k] = prev[k]
         results["final_only"] = f"step (1) not rerun: its figures are from {prev.get('command')}"
@@ -566,7 +577,12 @@ def main() -> None:
         [p["path"] for p in tr + va], f_all + nf, best, args.epochs, size, args.margin, seeds, args.batch,
         args.lr, args.jobs, no_face_per_epoch=NO_FACE_PER_EPOCH, synthetic=synthetic,
     )  # fmt: skip
-    model = vote([t[0] for t in trained], len(HEAD_CLASSES))
+    model = vote([t[0] for t in trained], len(HEAD_CLASSES), flip=args.flip)
+    flip_file = ROOT / "bench" / "results" / "mask_flip.json"
+    if flip_file.is_file():
+        flips = json.loads(flip_file.read_text(encoding="utf-8"))
+        results["flip_comparison"] = {k: v for k, v in flips.items() if k != "benchmark"}
+    results["flip"] = args.flip
     curve, secs = trained[0][1], sum(t[2] for t in trained)
     results["no_face_data"] = {"rule": NO_FACE_RULE, "cache": str(cache), **nf_counts}
     results["final_training"] = {
@@ -593,7 +609,8 @@ def main() -> None:
         "training_photos": len(tr) + len(va),
         "training_faces": count(f[2] for f in f_all),
         "no_face": {"rule": NO_FACE_RULE, **nf_counts},
-        "weights": f"trained from scratch (no pretrained weights), {args.members} networks soft-voted",
+        "weights": f"trained from scratch (no pretrained weights), {args.members} networks soft-voted"
+        + (", each on the crop and its mirror image" if args.flip else ""),
         "synthetic_masks": f"a bare face given photosort's own synthetic mask with chance {synthetic} "
         "(sorter.training.augment; never the benchmark's renderer)",
         "loss": best,
@@ -601,7 +618,7 @@ def main() -> None:
         "torch": torch.__version__,
     }
     meta = describe(size, args.margin, files, provenance, command, classes=HEAD_CLASSES)
-    meta.update(members=args.members, flip=False, synthetic_masks=synthetic)
+    meta.update(members=args.members, flip=args.flip, synthetic_masks=synthetic)
 
     # (4) the shipped file, through the inference code (OpenVINO, one thread): test side, once
     write_json(meta_path, meta)  # figures added below; sha256 is final already

@@ -15,7 +15,8 @@ Per-class AP50, mAP50, mAP50-95 (ultralytics' matching and AP, :mod:`sorter.trai
 counting every labelled face as the published figures do, and again with faces under 16 px left out
 (labels and detections). Detections are scored as ultralytics' validator scores YOLO: one per class
 above conf 0.001 (``multi_label=True``), the protocol of the published figures; one box per face (its
-best class only) is reported beside it. Per-face mask accuracy on the faces the system found (IoU >= 0.5), by size.
+best class only) is reported beside it. Per-face mask accuracy on the faces the system found
+(IoU >= 0.5), by size.
 Writes bench/results/mask_state.json and prints a table. Published: YOLOv3 + focal loss 0.757 mAP@0.5
 (on its own 752/100 split); public YOLOv8m runs 0.911.
 """

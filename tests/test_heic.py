@@ -26,7 +26,9 @@ from sorter.training.dataset import build_yolo_dataset
 SAMPLE = Path(__file__).resolve().parents[1] / "datasets" / "face-mask-sample" / "test"
 # Stored pixels that orientation o shows as the original: the inverse of the transpose that shows them.
 INVERSE = {**TRANSPOSE_FOR_ORIENTATION, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
-LOSSLESS = {"quality": -1, "chroma": 444}  # pillow-heif's lossless HEVC (RGB -> YCbCr rounding: +-1)
+# pillow-heif's lossless HEVC, coded as RGB (matrix_coefficients 0: no YCbCr step, whose +-1 rounding
+# was enough to move a face sitting on the review band's edge): decodes to the very same pixels
+LOSSLESS = {"quality": -1, "chroma": 444, "matrix_coefficients": 0}
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,10 +1,10 @@
 """The whole system measured as a detector of the labelled classes (issue 12).
 
 classify's faces (the face detector's, YOLO's where it runs, each with the heads' scores) are scored
-against the labelled boxes as ultralytics (COCO-style) scores a detector: each predicted face is one
-box of its most likely class with that class's probability as confidence, matched to the labels at
-IoU 0.50:0.95 by ultralytics' own matching, and AP computed by ultralytics' ``ap_per_class``. Nothing
-here re-implements AP.
+against the labelled boxes as ultralytics (COCO-style) scores a detector: each predicted face is a
+box of every class whose confidence reaches 0.001 (ultralytics' validator keeps a box's classes the
+same way, ``multi_label=True``), matched to the labels at IoU 0.50:0.95 by ultralytics' own matching,
+and AP computed by ultralytics' ``ap_per_class``. Nothing here re-implements AP.
 
 Face detectors draw boxes differently from labellers (brows to chin against forehead to chin, and
 each labeller has a habit), so a face detector's box is first mapped to a labeller's by a mapping
