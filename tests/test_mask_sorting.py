@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from sorter.boxes import iou
 from sorter.cli import cli
 from sorter.io.labels import read_labelled
-from sorter.settings import TrainSettings
 from sorter.records import Face
+from sorter.settings import TrainSettings
 from sorter.training.detection import (
     apply_box_map,
     learn_box_map,
