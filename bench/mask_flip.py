@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from mask_head import faces_of, load_set, read_rgb, split_val  # noqa: E402
-from mask_members import class_ap, train_members, vote  # noqa: E402
+from mask_head import faces_of, load_set, split_val  # noqa: E402
+from mask_members import class_ap, read_rgb, train_members, vote  # noqa: E402
 
 from sorter.heads.mask import HEAD_CLASSES, MASK_CLASSES  # noqa: E402
 from sorter.training.mask_fit import write_json  # noqa: E402

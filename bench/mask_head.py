@@ -42,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mask_members import class_ap, train_members, vote  # noqa: E402
+from mask_members import class_ap, read_rgb, train_members, vote  # noqa: E402
 
 from sorter.heads.mask import HEAD_CLASSES, MASK_CLASSES, NO_FACE, MaskHead, crop  # noqa: E402
 from sorter.training.mask_fit import describe, export, write_json  # noqa: E402
@@ -108,13 +108,6 @@ def load_set(data: Path) -> list[dict]:
             }
         )
     return photos
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def detector_candidates(photos: list[dict], cache: Path, log=print) -> dict[int, list[dict]]:

@@ -16,19 +16,22 @@ import numpy as np
 _DATA: dict = {}
 
 
+def read_rgb(path: str | Path) -> np.ndarray:
+    """A photo's pixels as the heads are trained on them (RGB; EXIF orientation not applied, as labelImg)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 def _init(paths: Sequence[str]) -> None:
     import cv2
     import torch
-    from PIL import Image
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True, warn_only=True)
     cv2.setNumThreads(1)
-    imgs = []
-    for p in paths:
-        with Image.open(p) as im:
-            imgs.append(np.asarray(im.convert("RGB")))
-    _DATA["images"] = imgs
+    _DATA["images"] = [read_rgb(p) for p in paths]
 
 
 def _member(job: tuple) -> tuple[dict, list, float]:
@@ -55,7 +58,7 @@ def train_members(
     **kw,
 ) -> list[tuple[dict, list, float]]:
     """(state_dict, curve, seconds) of one member per seed; ``faces`` index into ``paths``' photos,
-    which must read as the caller's images do (RGB, as ``bench/mask_head.read_rgb``)."""
+    read with :func:`read_rgb`, as the caller's images must be."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
