@@ -27,11 +27,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from mask_head import faces_of, load_set, split_val  # noqa: E402
-from mask_members import class_ap, read_rgb, train_members, vote  # noqa: E402
+from mask_members import read_rgb, train_members, vote, vote_figures  # noqa: E402
 
-from sorter.heads.mask import HEAD_CLASSES, MASK_CLASSES  # noqa: E402
+from sorter.heads.mask import HEAD_CLASSES  # noqa: E402
 from sorter.training.mask_fit import write_json  # noqa: E402
-from sorter.training.mask_head import mask_pred, metrics, predict_torch  # noqa: E402
+from sorter.training.mask_head import predict_torch  # noqa: E402
 
 
 def main() -> None:
@@ -74,23 +74,12 @@ def main() -> None:
         "epochs": args.epochs,
         "train_seconds": round(sum(t[2] for t in trained), 1),
     }
+    key = {False: "flip_false", True: "flip_true"}
     for flip in (False, True):
         model = vote([t[0] for t in trained], len(HEAD_CLASSES), flip=flip)
-        probs = predict_torch(model, img_va, f_va, args.size, args.margin)
-        m = metrics(y, mask_pred(probs))
-        cap = class_ap(y, probs, MASK_CLASSES)
-        out[f"flip_{flip}".lower()] = {
-            "accuracy": m["accuracy"],
-            "macro_f1": m["macro_f1"],
-            "per_class": m["per_class"],
-            "class_ap": cap,
-            "mean_class_ap": round(float(np.mean(list(cap.values()))), 4),
-        }
-        print(f"flip {flip}: {out[f'flip_{flip}'.lower()]}", flush=True)
-    keep = max(
-        (False, True),
-        key=lambda f: (out[f"flip_{f}".lower()]["macro_f1"], out[f"flip_{f}".lower()]["mean_class_ap"]),
-    )
+        out[key[flip]] = vote_figures(y, predict_torch(model, img_va, f_va, args.size, args.margin))
+        print(f"flip {flip}: {out[key[flip]]}", flush=True)
+    keep = max((False, True), key=lambda f: (out[key[f]]["macro_f1"], out[key[f]]["mean_class_ap"]))
     out["chosen_flip"] = keep
     out["rule"] = (
         "the vote's validation macro-F1, then its mean class AP; a tie keeps one view (half the time)"

@@ -42,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mask_members import class_ap, read_rgb, train_members, vote  # noqa: E402
+from mask_members import class_ap, read_rgb, train_members, vote, vote_figures  # noqa: E402
 
 from sorter.heads.mask import HEAD_CLASSES, MASK_CLASSES, NO_FACE, MaskHead, crop  # noqa: E402
 from sorter.training.mask_fit import describe, export, write_json  # noqa: E402
@@ -253,15 +253,7 @@ def compare_members(args, tr, f_tr, va, f_va, kind: str, size: int) -> dict:
                     "class_ap": class_ap(y, pr, MASK_CLASSES),
                 }
             )
-        mean_p = np.mean(probs, 0)
-        m = metrics(y, mask_pred(mean_p))
-        voted_ = {
-            "accuracy": m["accuracy"],
-            "macro_f1": m["macro_f1"],
-            "per_class": m["per_class"],
-            "class_ap": class_ap(y, mean_p, MASK_CLASSES),
-        }
-        voted_["mean_class_ap"] = round(float(np.mean(list(voted_["class_ap"].values()))), 4)
+        voted_ = vote_figures(y, np.mean(probs, 0))
         out[f"synthetic_{synth}"] = {
             "members": runs,
             "mean_member": {
