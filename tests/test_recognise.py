@@ -378,8 +378,12 @@ def test_yunet_on_openvino_finds_what_opencvs_facedetectoryn_finds(sample_train)
 def test_older_recognisers_keep_the_face_detector_they_were_trained_with():
     from sorter.models.registry import face_detector
 
+    from sorter.models.registry import MAX_SIDE
+
     stored = YuNetDetector().settings()
     assert face_detector(stored).refine_passes == 2  # this version's
+    assert face_detector().max_side == MAX_SIDE > stored["max_side"] == 640  # new models look closer...
+    assert face_detector(stored).max_side == 640  # ...a model trained at 640 keeps it
     for key in ("refine_passes", "refine_jitter"):  # a recogniser from before averaged refinement
         stored.pop(key)
     old = face_detector(stored)

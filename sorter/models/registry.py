@@ -20,12 +20,18 @@ FACE_DETECTORS = ("yunet+onet", "mtcnn")
 # The default face detector enlarges photos smaller than this (long side) before looking for faces: the
 # detector's own input size (max_side), not a value fitted on any photos.
 MIN_SIDE = 640
+# ... and reduces larger ones to this (long side) rather than to its 640-px input: at 640 a face 3% of a
+# 12-MP photo's long side is ~19 px, where YuNet loses masked faces. Chosen by bench/face_scale.py (a
+# make_library.py library of a seed no benchmark reports; recall of masked faces >= 48 px against time):
+# 640 0.959 (29 ms a photo, one core), 800 0.981, 960 0.986 (52 ms), 1280 0.995 (95 ms); the rule, the
+# smallest side within a point of the best. Recognisers trained before keep their stored 640.
+MAX_SIDE = 960
 
 
 def face_detector(settings: dict[str, Any] | None = None, onet_ir: Path | None = None) -> FaceDetector:
     """The face detector a recogniser was trained with (its stored settings), or the default one."""
     if settings is None:
-        return YuNetDetector(onet_ir=onet_ir, min_side=MIN_SIDE)
+        return YuNetDetector(onet_ir=onet_ir, min_side=MIN_SIDE, max_side=MAX_SIDE)
     settings = dict(settings)
     # Recognisers from before YuNet stored MTCNN's settings without a kind: a known old format.
     kind = settings.pop("kind", "mtcnn")

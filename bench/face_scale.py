@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""At what size should the face detector look at a large photo? Recall of masked faces against time.
+
+    .venv/bin/python bench/face_scale.py [--seed 11] [--photos 400] [--sides 640 800 960 1280]
+
+Why: classify decodes a photo to its canonical size (long side >= 1,600 px, ``sorter.io.decode``) and
+the face detector (YuNet + ONet) reduces that to its ``max_side``. At 640 a face 3% of a 12-MP group
+photo's long side is ~19 px, where YuNet loses masked faces: the review benchmark's lost appearances
+(faces >= 48 px that reached no folder and not uncertain/) were all masked faces the detector never
+proposed. A larger ``max_side`` finds them at a cost in time; this measures the trade-off, through
+``sorter.pipeline.faces.find`` exactly as classify calls it (canonical decode, then the detector).
+
+Library: ``../shared/bench/make_library.py`` at --seed (default 11: a seed no benchmark reports, so
+nothing reported is chosen on its own photos), --photos library photos. Per side: the share of faces
+>= 48 px tall (truth.csv; masked and bare apart) with a detected box at IoU >= 0.3, boxes beyond the
+photo's labelled faces per photo, and the detector's time per photo on one thread (model loaded
+before timing; decode not counted). Rule: the smallest side whose masked-face recall is within
+``--within`` (0.01) of the best side's. The detector's thresholds are not touched (they were chosen on
+real photos, bench/face_geometry.py). Writes bench/results/face_scale.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT))
+
+from sorter.boxes import iou  # noqa: E402
+from sorter.io.decode import decode_work  # noqa: E402
+from sorter.models.registry import MIN_SIDE  # noqa: E402
+from sorter.models.yunet import YuNetDetector  # noqa: E402
+from sorter.pipeline.faces import find  # noqa: E402
+from sorter.records import Photo  # noqa: E402
+
+MIN_HEIGHT = 48  # eval_sort.py's prominent faces: the appearances recall and lost count
+
+
+def library(work: Path, seed: int, photos: int) -> Path:
+    lib = work / f"daycare-s{seed}-{photos}"
+    if not (lib / "truth.csv").is_file():
+        subprocess.run(
+            [sys.executable, str(SHARED / "bench" / "make_library.py"), "--lfw", str(SHARED / "data" / "lfw")]
+            + ["--out", str(lib), "--seed", str(seed), "--labelled", "10", "--library", str(photos)]
+            + ["--jobs", "2"],
+            check=True,
+        )
+    return lib
+
+
+def measure(lib: Path, rows: list[dict], side: int) -> dict:
+    det = YuNetDetector(max_side=side, min_side=MIN_SIDE, threads=1)
+    det.load()
+    hit = {"masked": [0, 0], "bare": [0, 0]}
+    extra, seconds = 0, 0.0
+    for r in rows:
+        path = lib / "library" / r["path"]
+        decoded = decode_work(Photo(path, Path(r["path"]), path.stat().st_size, 0))
+        t = time.perf_counter()
+        found = find(det, decoded)
+        seconds += time.perf_counter() - t
+        boxes = [tuple(float(v) * found.scale for v in b) for b in found.boxes]
+        faces = json.loads(r["faces"])
+        extra += max(0, len(boxes) - len(faces))
+        for f in faces:
+            if f["height"] < MIN_HEIGHT:
+                continue
+            k = "masked" if f["masked"] else "bare"
+            hit[k][1] += 1
+            hit[k][0] += any(iou(b, tuple(f["box"])) >= 0.3 for b in boxes)
+    out = {k: {"found": v[0], "faces": v[1], "recall": round(v[0] / max(1, v[1]), 4)} for k, v in hit.items()}
+    return {
+        **out,
+        "other_boxes_per_photo": round(extra / max(1, len(rows)), 3),
+        "detect_ms_per_photo": round(seconds / max(1, len(rows)) * 1000, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--photos", type=int, default=400)
+    ap.add_argument("--sides", type=int, nargs="+", default=[640, 800, 960, 1280])
+    ap.add_argument("--within", type=float, default=0.01)
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-face-scale")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "face_scale.json")
+    args = ap.parse_args()
+    import cv2
+
+    cv2.setNumThreads(1)
+    lib = library(args.work, args.seed, args.photos)
+    with open(lib / "truth.csv", encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    sides = {str(s): measure(lib, rows, s) for s in args.sides}
+    best = max(v["masked"]["recall"] for v in sides.values())
+    chosen = min(int(s) for s, v in sides.items() if v["masked"]["recall"] >= best - args.within)
+    result = {
+        "benchmark": "face detector input side on large photos (bench/face_scale.py)",
+        "library": {"seed": args.seed, "photos": len(rows), "path": str(lib)},
+        "faces": f"truth.csv faces >= {MIN_HEIGHT} px tall; found: a detected box at IoU >= 0.3",
+        "sides": sides,
+        "rule": f"the smallest side whose masked-face recall is within {args.within} of the best side's",
+        "chosen_side": chosen,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"{'side':>6} {'masked':>8} {'bare':>8} {'other/photo':>12} {'ms/photo':>9}")
+    for s, v in sides.items():
+        print(
+            f"{s:>6} {v['masked']['recall']:8.3f} {v['bare']['recall']:8.3f} "
+            f"{v['other_boxes_per_photo']:12.2f} {v['detect_ms_per_photo']:9.1f}"
+        )
+    print(f"chosen: {chosen} ({result['rule']})")
+
+
+if __name__ == "__main__":
+    main()
