@@ -376,9 +376,7 @@ def test_yunet_on_openvino_finds_what_opencvs_facedetectoryn_finds(sample_train)
 
 
 def test_older_recognisers_keep_the_face_detector_they_were_trained_with():
-    from sorter.models.registry import face_detector
-
-    from sorter.models.registry import MAX_SIDE
+    from sorter.models.registry import MAX_SIDE, face_detector
 
     stored = YuNetDetector().settings()
     assert face_detector(stored).refine_passes == 2  # this version's
