@@ -37,6 +37,8 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from daycare import make_library  # noqa: E402
+
 LFW_FACE_BOX = (80, 68, 170, 196)  # make_library.py's labeller box in a 250-px LFW image (bench only)
 
 
@@ -142,29 +144,7 @@ def main() -> None:
 
     lfw = mixed_lfw(work, feats, use)
     lib = work / f"daycare-s{args.seed}"
-    if not (lib / "truth.csv").is_file():
-        import subprocess
-
-        subprocess.run(
-            [
-                sys.executable,
-                str(SHARED / "bench" / "make_library.py"),
-                "--lfw",
-                str(lfw),
-                "--out",
-                str(lib),
-                "--seed",
-                str(args.seed),
-                "--labelled",
-                str(args.labelled),
-                "--library",
-                str(args.library),
-                "--jobs",
-                "2",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+    make_library(lib, args.seed, args.labelled, args.library, lfw=lfw, quiet=True)
     run = work / "runs" / "gate"
     if not (run / "bundle.json").is_file():
         t = time.perf_counter()

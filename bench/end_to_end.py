@@ -21,6 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT / "bench"))
+
+from daycare import make_library  # noqa: E402
 
 
 def sh(*args, **kw) -> subprocess.CompletedProcess:
@@ -43,24 +46,7 @@ def main() -> None:
     os.environ.setdefault("PHOTOSORT_HOME", str(ROOT / "runs" / ".home"))
     photosort = [sys.executable, "-m", "sorter"]
     lib = args.work / f"daycare-s{args.seed}-{args.labelled}-{args.library}"
-    if not (lib / "truth.csv").is_file():
-        sh(
-            sys.executable,
-            SHARED / "bench" / "make_library.py",
-            "--lfw",
-            SHARED / "data" / "lfw",
-            "--out",
-            lib,
-            "--seed",
-            args.seed,
-            "--labelled",
-            args.labelled,
-            "--library",
-            args.library,
-            "--jobs",
-            "2",
-            stdout=subprocess.DEVNULL,
-        )
+    make_library(lib, args.seed, args.labelled, args.library, quiet=True)
     runs, sorted_dir = args.work / "runs", args.work / "sorted"
     sh("rm", "-rf", sorted_dir)
 

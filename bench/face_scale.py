@@ -24,14 +24,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
+
+from daycare import make_library  # noqa: E402
 
 from sorter.boxes import iou  # noqa: E402
 from sorter.io.decode import decode_work  # noqa: E402
@@ -41,18 +41,6 @@ from sorter.pipeline.faces import find  # noqa: E402
 from sorter.records import Photo  # noqa: E402
 
 MIN_HEIGHT = 48  # eval_sort.py's prominent faces: the appearances recall and lost count
-
-
-def library(work: Path, seed: int, photos: int) -> Path:
-    lib = work / f"daycare-s{seed}-{photos}"
-    if not (lib / "truth.csv").is_file():
-        subprocess.run(
-            [sys.executable, str(SHARED / "bench" / "make_library.py"), "--lfw", str(SHARED / "data" / "lfw")]
-            + ["--out", str(lib), "--seed", str(seed), "--labelled", "10", "--library", str(photos)]
-            + ["--jobs", "2"],
-            check=True,
-        )
-    return lib
 
 
 def measure(lib: Path, rows: list[dict], side: int) -> dict:
@@ -95,7 +83,7 @@ def main() -> None:
     import cv2
 
     cv2.setNumThreads(1)
-    lib = library(args.work, args.seed, args.photos)
+    lib = make_library(args.work / f"daycare-s{args.seed}-{args.photos}", args.seed, 10, args.photos)
     with open(lib / "truth.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     sides = {str(s): measure(lib, rows, s) for s in args.sides}

@@ -34,7 +34,6 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,8 +41,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
+
+from daycare import make_library  # noqa: E402
 
 W, H, FPS = 640, 480, 30
 MIN_PX = 48
@@ -53,14 +53,7 @@ def build(work: Path, seed: int, labelled: int, library: int) -> tuple[Path, Pat
     """A make_library.py library under ``work`` and a model trained on its labelled part."""
     import sorter
 
-    lib = work / "daycare"
-    if not (lib / "truth.csv").is_file():
-        subprocess.run(
-            [sys.executable, str(SHARED / "bench" / "make_library.py"), "--lfw", str(SHARED / "data" / "lfw")]
-            + ["--out", str(lib), "--seed", str(seed), "--labelled", str(labelled)]
-            + ["--library", str(library), "--exif-rate", "0", "--jobs", "2"],
-            check=True,
-        )
+    lib = make_library(work / "daycare", seed, labelled, library, "--exif-rate", "0")
     model = work / "runs" / "m"
     if not (model / "bundle.json").is_file():
         sorter.train(lib / "labelled", name="m", runs_dir=work / "runs", epochs=1, imgsz=320, wandb="off")

@@ -31,16 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
+from daycare import make_library  # noqa: E402
+
 
 def make_halves(work: Path, seed: int, labelled: int, library: int) -> Path:
-    lib = work / "daycare"
-    if not (lib / "truth.csv").is_file():
-        subprocess.run(
-            [sys.executable, str(SHARED / "bench" / "make_library.py"), "--lfw", str(SHARED / "data" / "lfw")]
-            + ["--out", str(lib), "--seed", str(seed), "--labelled", str(labelled)]
-            + ["--library", str(library), "--jobs", "2"],
-            check=True,
-        )
+    lib = make_library(work / "daycare", seed, labelled, library)
     with open(lib / "truth.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     for half, part in (("A", rows[0::2]), ("B", rows[1::2])):

@@ -17,10 +17,10 @@ from sorter.models.yunet import YuNetDetector
 FaceDetector = MtcnnDetector | YuNetDetector
 
 FACE_DETECTORS = ("yunet+onet", "mtcnn")
-# The default face detector enlarges photos smaller than this (long side) before looking for faces: the
-# detector's own input size (max_side), not a value fitted on any photos.
+# The default face detector enlarges photos smaller than this (long side) before looking for faces:
+# YuNet's usual 640-px input, not a value fitted on any photos.
 MIN_SIDE = 640
-# ... and reduces larger ones to this (long side) rather than to its 640-px input: at 640 a face 3% of a
+# ... and reduces larger ones to this (long side) rather than to that 640: at 640 a face 3% of a
 # 12-MP photo's long side is ~19 px, where YuNet loses masked faces. Chosen by bench/face_scale.py (a
 # make_library.py library of a seed no benchmark reports; recall of masked faces >= 48 px against time):
 # 640 0.959 (29 ms a photo, one core), 800 0.981, 960 0.986 (52 ms), 1280 0.995 (95 ms); the rule, the
