@@ -394,14 +394,14 @@ MIRROR_NOTE = (
 # ---------------------------------------------------------------- the detector's pieces (3)
 
 
-def _finish(det: YuNetDetector, padded: np.ndarray, off: int, boxes: np.ndarray) -> np.ndarray:
+def _finish(det: YuNetDetector, img: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """detect_landmarks' refinement of ONet's first boxes (the box it reports, before un-scaling)."""
     if det.refine and len(boxes):
         passes = max(1, det.refine_passes)
         for _ in range(passes - 1):  # the last pass only moves the landmarks, not the reported box
             side = (boxes[:, 2:] - boxes[:, :2]).max(1)
             centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-            boxes, _ = det._averaged_pass(padded, off, np.stack([*(centre - side[:, None] / 2).T, side], 1))
+            boxes, _ = det._averaged_pass(img, np.stack([*(centre - side[:, None] / 2).T, side], 1))
     return boxes
 
 
@@ -421,18 +421,16 @@ def cached_candidates(det: YuNetDetector, rgb: np.ndarray, crops: list[tuple[flo
         for c in crops:
             out[c] = (np.zeros(0), np.zeros(0), np.zeros((0, 4)))
         return out
-    off = max(img.shape[:2])
-    padded = cv2.copyMakeBorder(img, off, off, off, off, cv2.BORDER_CONSTANT, value=0)
     x, y, bw, bh = (found[:, k] for k in range(4))
     score = found[:, 14].astype(np.float64)
     for scale, shift in crops:
         side = np.maximum(bw, bh) * scale
         squares = np.stack([x + bw / 2 - side / 2, y + bh / 2 + shift * bh - side / 2, side], 1)
-        boxes, _, prob = det._onet_pass(padded, off, squares)
+        boxes, _, prob = det._onet_pass(img, squares)
         cand = (prob >= min(GRID["verify_at"])) | (score >= min(GRID["sure_at"]))
         final = np.full((len(boxes), 4), np.nan)
         if cand.any():
-            b = _finish(det, padded, off, boxes[cand]) / s
+            b = _finish(det, img, boxes[cand]) / s
             b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
             b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
             final[cand] = b

@@ -14,9 +14,12 @@ Library: ``../shared/bench/make_library.py`` at --seed (default 11: a seed no be
 nothing reported is chosen on its own photos), --photos library photos. Per side: the share of faces
 >= 48 px tall (truth.csv; masked and bare apart) with a detected box at IoU >= 0.3, boxes beyond the
 photo's labelled faces per photo, and the detector's time per photo on one thread (model loaded
-before timing; decode not counted). Rule: the smallest side whose masked-face recall is within
-``--within`` (0.01) of the best side's. The detector's thresholds are not touched (they were chosen on
-real photos, bench/face_geometry.py). Writes bench/results/face_scale.json and prints a table.
+before timing; decode not counted), with YuNet at the CPU's fastest precision and at fp32 (a CPU
+without bf16). Rule: the smallest side that misses at most ``--miss-budget`` (0.005) of the masked
+faces, half of the 1% of appearances issues 12 and 13 allow to be lost, the other half left to
+recognition. (Until session 12 the rule was "within a point of the best side's recall", which ignored
+that budget and picked 960, missing 1.4%.) The detector's thresholds are not touched (they were
+chosen on real photos, bench/face_geometry.py). Writes bench/results/face_scale.json and prints a table.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ from sorter.records import Photo  # noqa: E402
 MIN_HEIGHT = 48  # eval_sort.py's prominent faces: the appearances recall and lost count
 
 
-def measure(lib: Path, rows: list[dict], side: int) -> dict:
-    det = YuNetDetector(max_side=side, min_side=MIN_SIDE, threads=1)
+def measure(lib: Path, rows: list[dict], side: int, precision: str = "fast") -> dict:
+    det = YuNetDetector(max_side=side, min_side=MIN_SIDE, threads=1, yunet_precision=precision)
     det.load()
     hit = {"masked": [0, 0], "bare": [0, 0]}
     extra, seconds = 0, 0.0
@@ -76,7 +79,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--photos", type=int, default=400)
     ap.add_argument("--sides", type=int, nargs="+", default=[640, 800, 960, 1280])
-    ap.add_argument("--within", type=float, default=0.01)
+    ap.add_argument(
+        "--miss-budget",
+        type=float,
+        default=0.005,
+        help="masked faces the detector may miss: half of the 1%% of appearances issues 12 and 13 allow "
+        "to be lost (the other half left to recognition)",
+    )
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-face-scale")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "face_scale.json")
     args = ap.parse_args()
@@ -87,23 +96,28 @@ def main() -> None:
     with open(lib / "truth.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     sides = {str(s): measure(lib, rows, s) for s in args.sides}
-    best = max(v["masked"]["recall"] for v in sides.values())
-    chosen = min(int(s) for s, v in sides.items() if v["masked"]["recall"] >= best - args.within)
+    for s, v in sides.items():  # YuNet at fp32: the time on a CPU without bf16 (same faces, see yunet.py)
+        v["detect_ms_per_photo_fp32"] = measure(lib, rows, int(s), "f32")["detect_ms_per_photo"]
+    within = [int(s) for s, v in sides.items() if 1 - v["masked"]["recall"] <= args.miss_budget]
+    best = max(sides, key=lambda s: (sides[s]["masked"]["recall"], -int(s)))
+    chosen = min(within) if within else int(best)
     result = {
         "benchmark": "face detector input side on large photos (bench/face_scale.py)",
         "library": {"seed": args.seed, "photos": len(rows), "path": str(lib)},
         "faces": f"truth.csv faces >= {MIN_HEIGHT} px tall; found: a detected box at IoU >= 0.3",
         "sides": sides,
-        "rule": f"the smallest side whose masked-face recall is within {args.within} of the best side's",
+        "rule": f"the smallest side missing at most {args.miss_budget} of the masked faces (else the "
+        "side missing fewest); YuNet at the CPU's fastest precision, its fp32 time beside it",
         "chosen_side": chosen,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(f"{'side':>6} {'masked':>8} {'bare':>8} {'other/photo':>12} {'ms/photo':>9}")
+    print(f"{'side':>6} {'masked':>8} {'bare':>8} {'other/photo':>12} {'ms/photo':>9} {'fp32 ms':>8}")
     for s, v in sides.items():
         print(
             f"{s:>6} {v['masked']['recall']:8.3f} {v['bare']['recall']:8.3f} "
-            f"{v['other_boxes_per_photo']:12.2f} {v['detect_ms_per_photo']:9.1f}"
+            f"{v['other_boxes_per_photo']:12.2f} {v['detect_ms_per_photo']:9.1f} "
+            f"{v['detect_ms_per_photo_fp32']:8.1f}"
         )
     print(f"chosen: {chosen} ({result['rule']})")
 

@@ -22,10 +22,11 @@ FACE_DETECTORS = ("yunet+onet", "mtcnn")
 MIN_SIDE = 640
 # ... and reduces larger ones to this (long side) rather than to that 640: at 640 a face 3% of a
 # 12-MP photo's long side is ~19 px, where YuNet loses masked faces. Chosen by bench/face_scale.py (a
-# make_library.py library of a seed no benchmark reports; recall of masked faces >= 48 px against time):
-# 640 0.959 (29 ms a photo, one core), 800 0.981, 960 0.986 (52 ms), 1280 0.995 (95 ms); the rule, the
-# smallest side within a point of the best. Recognisers trained before keep their stored 640.
-MAX_SIDE = 960
+# make_library.py library of a seed no benchmark reports; share of masked faces >= 48 px missed, and
+# time a photo on one core with YuNet at bf16 / fp32): 640 4.5% (23 / 26 ms), 800 2.2%, 960 1.4%
+# (41 / 49 ms), 1280 0.5% (61 / 82 ms); the rule, the smallest side missing at most 0.5% of them (half
+# the 1% of appearances issues 12 and 13 allow to be lost). Recognisers trained before keep theirs.
+MAX_SIDE = 1280
 
 
 def face_detector(settings: dict[str, Any] | None = None, onet_ir: Path | None = None) -> FaceDetector:
@@ -39,6 +40,7 @@ def face_detector(settings: dict[str, Any] | None = None, onet_ir: Path | None =
         # recognisers from before the averaged refinement took one crop, once
         settings.setdefault("refine_passes", 1)
         settings.setdefault("refine_jitter", 0.0)
+        settings.setdefault("yunet_precision", "f32")  # ... and from before YuNet at the CPU's precision
         return YuNetDetector(**settings, onet_ir=onet_ir)
     if kind == "mtcnn":
         return MtcnnDetector(
