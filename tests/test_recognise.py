@@ -382,7 +382,43 @@ def test_older_recognisers_keep_the_face_detector_they_were_trained_with():
     assert face_detector(stored).refine_passes == 2  # this version's
     assert face_detector().max_side == MAX_SIDE > stored["max_side"] == 640  # new models look closer...
     assert face_detector(stored).max_side == 640  # ...a model trained at 640 keeps it
-    for key in ("refine_passes", "refine_jitter"):  # a recogniser from before averaged refinement
+    assert face_detector().yunet_precision == face_detector(stored).yunet_precision == "fast"
+    for key in ("refine_passes", "refine_jitter", "yunet_precision"):  # from before averaged refinement
         stored.pop(key)
     old = face_detector(stored)
-    assert (old.refine_passes, old.refine_jitter) == (1, 0.0)
+    assert (old.refine_passes, old.refine_jitter, old.yunet_precision) == (1, 0.0, "f32")
+
+
+def test_yunet_at_the_cpus_fastest_precision_finds_the_faces_of_fp32(sample_train):
+    """YuNet at OpenVINO's own precision (bf16 on a CPU that has it) finds the faces it finds at fp32,
+    in the same places (on a CPU without bf16 the two are the same network)."""
+    fast, f32 = YuNetDetector(threads=1), YuNetDetector(threads=1, yunet_precision="f32")
+    n_fast = n_f32 = close = 0
+    for img in sample_train.images:
+        rgb = np.asarray(decode(_photo(img.image), max_side=640).rgb)
+        a, b = fast.detect(rgb)[0], f32.detect(rgb)[0]
+        n_fast, n_f32 = n_fast + len(a), n_f32 + len(b)
+        close += sum(max((iou(x, y) for y in b), default=0.0) >= 0.7 for x in a)
+    # a few borderline boxes of tiny faces may come and go; the faces are the same
+    assert n_f32 >= 50 and abs(n_fast - n_f32) <= 0.03 * n_f32 and close >= 0.95 * n_fast
+
+
+def test_onet_crops_beyond_the_photo_are_black():
+    """A face at the photo's edge: ONet's crop is cut from a window around it, black beyond the edge,
+    as from the photo padded with black (what the detector once did for every photo)."""
+    from sorter.models.yunet import _cut48
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    pad = 100
+    padded = np.zeros((120 + 2 * pad, 160 + 2 * pad, 3), np.uint8)
+    padded[pad:-pad, pad:-pad] = img
+    squares = np.array([[-30.5, 70.25, 96.0], [-28.0, 72.0, 96.0], [140.0, -20.0, 96.0]])
+    for sq in squares:
+        ours = _cut48(img, sq[None]).pop().astype(int)
+        ref = _cut48(padded, (sq + [pad, pad, 0])[None]).pop().astype(int)
+        assert np.abs(ours - ref).mean() < 1.0  # the same crop (to OpenCV's 1/32-px warp grid)
+        assert ours[:, :8].max() == 0 if sq[0] < -20 else ours[:8].max() == 0  # black beyond the edge
+    shared = _cut48(img, squares[:2])  # two squares of one face: one blurred window, the same crops
+    for sq, crop in zip(squares[:2], shared, strict=True):
+        assert np.abs(crop.astype(int) - _cut48(img, sq[None]).pop().astype(int)).mean() < 1.0
