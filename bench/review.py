@@ -250,13 +250,13 @@ def main() -> None:
     result: dict = {"settings": vars(args) | {"work": str(work), "out": str(args.out)}}
     result["machine_load_at_start"] = [round(v, 2) for v in os.getloadavg()]
     b_before = work / "B-before"
-    if not (b_before / "manifest.csv").is_file():
-        result["classify_B_seconds"] = classify(work / "B", b_before, model0)
+    # always run: classify's index makes it a no-op for an unchanged model, and re-sorts with a new
+    # one (a kept manifest from an earlier model would be scored as this one's)
+    result["classify_B_seconds"] = classify(work / "B", b_before, model0)
     result["B_before"] = score(work / "B", b_before)
     print("B before", result["B_before"], flush=True)
     a_out = work / "A-sorted"
-    if not (a_out / "manifest.csv").is_file():
-        result["classify_A_seconds"] = classify(work / "A", a_out, model0)
+    result["classify_A_seconds"] = classify(work / "A", a_out, model0)
     result["A_before"] = score(work / "A", a_out)
     for way in ("page", "files"):
         model = work / "runs" / f"m-{way}"
