@@ -70,7 +70,7 @@ def precision_on_real_photos(data: Path) -> dict:
             for b in im["boxes"]:
                 cand = [(iou(tuple(boxes[j]), b), j) for j in range(len(boxes)) if j not in used]
                 hit = max(cand, default=(0.0, -1))
-                ok = hit[0] >= 0.3
+                ok = bool(hit[0] >= 0.3)
                 if ok:
                     used.add(hit[1])
                 for band in ("all", ">=16px") if b[3] - b[1] >= 16 else ("all",):

@@ -353,3 +353,24 @@ def test_a_videos_faces_are_on_the_page_cropped_from_their_frame(daycare, tmp_pa
         im = cv2.imdecode(np.frombuffer(crop, np.uint8), cv2.IMREAD_COLOR)
         assert im.shape[:2] == (160, 160) and im.std() > 10  # a picture, not a blank
     review.corrections.close()
+
+
+def test_learn_narrows_the_review_band_only_on_enough_confirmed_faces(daycare, tmp_path):
+    """The band starts where the lowest face the teacher confirmed in it sat; fewer than three such
+    faces, or one the band missed (below it), leave it as calibrated. The change is kept in bundle.json."""
+    from sorter.io.bundle import Bundle
+    from sorter.review.learn import MIN_CONFIRMED, narrow_band
+
+    _, model = daycare
+    run = tmp_path / "model"
+    shutil.copytree(model, run)
+    bundle = Bundle.load(run)
+    accept, low = dict(bundle.per_class_threshold), dict(bundle.per_class_low)
+    assert accept and all(accept[p] > low[p] for p in accept)
+    assert MIN_CONFIRMED == 3 and narrow_band(bundle, [0.5, 0.6]) is None and bundle.per_class_low == low
+    assert narrow_band(bundle, [0.7, -0.2, 0.9]) == 0.0 and bundle.per_class_low == low
+    assert narrow_band(bundle, [0.8, 0.5, 0.6]) == 0.5
+    bundle.save()
+    _, now = Bundle.load(run).thresholds()
+    for p in accept:
+        assert now[p] == pytest.approx(low[p] + 0.5 * (accept[p] - low[p]), abs=1e-4)

@@ -5,7 +5,9 @@
    the face the model scored highest for that name (:func:`~sorter.pipeline.verdicts.which_face`);
    when it cannot tell, the review page asks and the correction waits.
 3. Refit the identity head on its training vectors plus the corrected faces' stored vectors (no photo
-   is decoded), recalibrate its thresholds by the same grouped cross-validation as ``train``.
+   is decoded), recalibrate its thresholds by the same grouped cross-validation as ``train``; with
+   enough faces confirmed in the review band, the band then starts where the lowest of them sat
+   (:func:`narrow_band`).
 4. Keep the previous version in ``RUN/versions/<n>/`` (``learn --undo`` puts it back).
 5. Re-sort OUT from the index (stored vectors re-scored), the teacher's corrections standing.
 """
@@ -42,6 +44,10 @@ from sorter.training.fit import (
 )
 
 VERSIONS = "versions"
+# The review band is narrowed from below only on this much evidence: with k faces confirmed in it, a
+# new true face falls below the lowest of them about 1 time in k + 1 (order statistics), so at least 3
+# keep that under a quarter of the true faces the band would have caught.
+MIN_CONFIRMED = 3
 
 
 class LearnError(PhotosortError):
@@ -61,6 +67,8 @@ class LearnReport:
     seconds: float = 0.0
     fit_seconds: float = 0.0
     resort: ClassifyReport | None = None
+    confirmed_in_band: int = 0  # faces the teacher named that the band had doubted (or missed)
+    band_from: float | None = None  # where the band now starts, 0-1 of the way up; None: as calibrated
 
     def summary(self) -> str:
         if self.undone:
@@ -78,6 +86,16 @@ class LearnReport:
                     f"  recogniser (cross-validated): precision {self.cv.get('precision', 0):.3f}, "
                     f"recall {self.cv.get('recall', 0):.3f}; fitted in {self.fit_seconds:.1f}s"
                 )
+        if self.used and self.band_from:
+            lines.append(
+                f"  review band: starts {self.band_from:.0%} of the way up to the accept threshold, where "
+                f"the lowest of the {self.confirmed_in_band} faces you confirmed in it sat"
+            )
+        elif self.used:
+            lines.append(
+                f"  review band: as calibrated ({self.confirmed_in_band} faces confirmed in it, the "
+                f"lowest at its bottom, or fewer than {MIN_CONFIRMED})"
+            )
         if self.waiting:
             lines.append(
                 f"  {self.waiting} correction(s) wait for you to say which face: photosort review OUT"
@@ -144,7 +162,8 @@ def _learn(out: Path, bundle: Bundle, corrections: Corrections, report: LearnRep
     meta, _ = read_model(rec_path)
     samples = load_samples(samples_path)
     accept, low = bundle.thresholds()
-    new, used, report.waiting = _corrected_samples(rows, pending, corrections.active(), accept, low)
+    active = corrections.active()
+    new, used, report.waiting, positions = _corrected_samples(rows, pending, active, accept, low)
     if not new:
         report.used = 0
         return
@@ -177,6 +196,8 @@ def _learn(out: Path, bundle: Bundle, corrections: Corrections, report: LearnRep
     save_samples(samples_path, samples + new)
     bundle.classes += [p for p in people if p not in bundle.classes]
     adopt_thresholds(bundle, rec_path)
+    report.confirmed_in_band = len(positions)
+    report.band_from = narrow_band(bundle, positions)
     bundle.save()
     corrections.mark_learnt(used, report.round)
     report.used = len(used)
@@ -188,8 +209,10 @@ def _corrected_samples(
     active: list[Correction],
     accept: dict[str, float],
     low: dict[str, float],
-) -> tuple[list[_Sample], list[int], int]:
-    """(samples from the pending corrections, ids of the corrections used, how many must wait).
+) -> tuple[list[_Sample], list[int], int, list[float]]:
+    """(samples from the pending corrections, ids of the corrections used, how many must wait, where
+    each face the teacher confirmed and the model had not accepted sat in the review band, see
+    :func:`_review_position`).
 
     ``_Sample.photo`` is the row's number here (renumbered by the caller). A "not P" teaches the head
     only where the face is no one else we know (then it is a stranger); otherwise it just stands.
@@ -198,6 +221,7 @@ def _corrected_samples(
     said = by_photo(active)
     out: list[_Sample] = []
     used: list[int] = []
+    positions: list[float] = []
     waiting = 0
     for c in pending:
         if c.sha256 not in by_sha:
@@ -226,6 +250,10 @@ def _corrected_samples(
         x = unpack(faces[k].embedding).astype(np.float32)
         if c.verdict == "is" and c.person:
             label = c.person
+            if faces[k].scores.get(label, 0.0) < accept.get(label, 1.0) and (
+                (at := _review_position(faces[k].scores, accept, low)) is not None
+            ):
+                positions.append(at)
         elif (
             c.verdict in ("stranger", "not_face")
             or c.verdict == "not"
@@ -236,7 +264,45 @@ def _corrected_samples(
             continue
         # No masked copy: that needs the photo decoded, and a corrected face is a real example already.
         out.append(_Sample(photo=i, label=label, x=x, x_aug=x, masked=float(bool(faces[k].masked))))
-    return out, used, waiting
+    return out, used, waiting, positions
+
+
+def _review_position(
+    scores: dict[str, float], accept: dict[str, float], low: dict[str, float]
+) -> float | None:
+    """How far up a face sat in the review band, 0 at its bottom: (score - low) / (accept - low) for the
+    person whose band held it highest (a face is reviewed when anyone's band holds it, so that is what
+    keeps it reviewed when the band starts higher); None when no band held it."""
+    at = [
+        (s - low[q]) / (accept[q] - low[q])
+        for q, s in scores.items()
+        if q in accept and q in low and accept[q] > low[q] and low[q] <= s < accept[q]
+    ]
+    return max(at) if at else None
+
+
+def narrow_band(bundle: Bundle, positions: list[float]) -> float | None:
+    """Start each person's review band where the lowest face the teacher confirmed in it sat (its
+    ``positions``, see :func:`_corrected_samples`), in the band just recalibrated; how far up (0-1),
+    or None when fewer than MIN_CONFIRMED faces say so.
+
+    Why: the band is calibrated on the labelled photos, where nearly every true face scores above the
+    accept threshold, so its width is a quota (a share of photos), not a measure of where true faces
+    fall. The teacher's review of the band is that measure, on the library itself: on a daycare
+    benchmark most doubts were strangers, the true faces among them in the band's upper part. Every
+    doubt the teacher settled is a face the band held (not a sample chosen by score), so the lowest
+    confirmed one is an honest edge.
+    """
+    if len(positions) < MIN_CONFIRMED:
+        return None
+    up = min(positions)
+    if up <= 0:  # a confirmed face at the band's bottom: it stays as calibrated
+        return 0.0
+    for person, acc in bundle.per_class_threshold.items():
+        lo = bundle.per_class_low.get(person)
+        if lo is not None and acc > lo:
+            bundle.per_class_low[person] = round(lo + up * (acc - lo), 4)
+    return up
 
 
 def _face_of(faces, person: str, low: dict[str, float]) -> int | None:
