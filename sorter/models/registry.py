@@ -23,8 +23,8 @@ MIN_SIDE = 640
 # ... and reduces larger ones to this (long side) rather than to that 640: at 640 a face 3% of a
 # 12-MP photo's long side is ~19 px, where YuNet loses masked faces. Chosen by bench/face_scale.py (a
 # make_library.py library of a seed no benchmark reports; share of masked faces >= 48 px missed, and
-# time a photo on one core with YuNet at bf16 / fp32): 640 4.5% (23 / 26 ms), 800 2.2%, 960 1.4%
-# (41 / 49 ms), 1280 0.5% (61 / 82 ms); the rule, the smallest side missing at most 0.5% of them (half
+# time a photo on one core with YuNet at bf16 / fp32): 640 4.5% (24 / 26 ms), 800 2.2%, 960 1.4%
+# (40 / 46 ms), 1280 0.5% (62 / 78 ms); the rule, the smallest side missing at most 0.5% of them (half
 # the 1% of appearances issues 12 and 13 allow to be lost). Recognisers trained before keep theirs.
 MAX_SIDE = 1280
 

@@ -66,8 +66,9 @@ class YuNetDetector(LazyModel):
     # OpenVINO's precision for YuNet: "fast" is the CPU's fastest (bf16 where it has AVX-512 BF16 or
     # AMX, else fp32), "f32" as FaceDetectorYN computes. Measured on the face-mask set's 746 train-side
     # photos: the same faces (2,658 vs 2,656 of 2,724 labelled faces >= 16 px found, 11.27 vs 11.29
-    # other boxes a photo) in 23 ms instead of 43 ms a 1280-px photo on a bf16 CPU. Recognisers
-    # trained before keep fp32 (sorter.models.registry): their stored vectors came from it.
+    # other boxes a photo); a 1,280-px photo's faces in 62 ms instead of 78 on a bf16 CPU
+    # (bench/face_scale.py). Recognisers trained before keep fp32 (sorter.models.registry): their
+    # stored vectors came from it.
     yunet_precision: str = "fast"
     threads: int | None = None
     # ONet as OpenVINO IR (:func:`export_onet`, kept in the model bundle): runs without torch, which
