@@ -67,7 +67,7 @@ class LearnReport:
     seconds: float = 0.0
     fit_seconds: float = 0.0
     resort: ClassifyReport | None = None
-    confirmed_in_band: int = 0  # faces the teacher named that the band had doubted (or missed)
+    confirmed_in_band: int = 0  # faces the teacher named that were in the review band
     band_from: float | None = None  # where the band now starts, 0-1 of the way up; None: as calibrated
 
     def summary(self) -> str:
