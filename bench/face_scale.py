@@ -49,8 +49,10 @@ SHARED = ROOT.parent / "shared"
 
 def precision_on_real_photos(data: Path) -> dict:
     """YuNet at the CPU's fastest precision against fp32 on the face-mask set's train side (real photos,
-    ``N % 8 != 0``): labelled faces found (IoU >= 0.3, one-to-one, greedy), other boxes, time a photo."""
+    ``N % 8 != 0``): labelled faces found (bench/face_geometry.py's matching: IoU >= 0.3, one-to-one,
+    greedy), other boxes, time a photo."""
     import numpy as np
+    from face_geometry import match
     from mask_head import load_set
     from PIL import Image
 
@@ -66,17 +68,12 @@ def precision_on_real_photos(data: Path) -> dict:
             t = time.perf_counter()
             boxes = det.detect(rgb)[0]
             seconds += time.perf_counter() - t
-            used: set[int] = set()
-            for b in im["boxes"]:
-                cand = [(iou(tuple(boxes[j]), b), j) for j in range(len(boxes)) if j not in used]
-                hit = max(cand, default=(0.0, -1))
-                ok = bool(hit[0] >= 0.3)
-                if ok:
-                    used.add(hit[1])
+            lab_to, det_to, _ = match(np.asarray(im["boxes"]), boxes)
+            for b, j in zip(im["boxes"], lab_to, strict=True):
                 for band in ("all", ">=16px") if b[3] - b[1] >= 16 else ("all",):
-                    found[band][0] += ok
+                    found[band][0] += int(j >= 0)
                     found[band][1] += 1
-            other += len(boxes) - len(used)
+            other += int((det_to < 0).sum())
         out[precision] = {
             **{k: {"found": v[0], "faces": v[1]} for k, v in found.items()},
             "other_boxes_per_photo": round(other / len(images), 2),
