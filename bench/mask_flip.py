@@ -7,7 +7,7 @@ The face-mask set's train side (``N % 8 != 0``) split as bench/mask_head.py spli
 fifth, whole duplicate groups, stratified on the rare class); --members networks trained on the train
 split exactly as bench/mask_head.py --compare-members trains them (focal loss, 64 px, seeds 0..), and
 their soft vote scored on the validation faces with and without the mirrored crop averaged in
-(``sorter.training.mask_head.voted(flip=True)``: twice the head's time a face). Kept: the vote's
+(``sorter.training.mask_net.voted(flip=True)``: twice the head's time a face). Kept: the vote's
 macro-F1, then its mean class AP (bench/mask_head.py's rule). Writes bench/results/mask_flip.json.
 """
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from mask_head import faces_of, load_set, split_val  # noqa: E402
+from mask_head import faces_of, train_val  # noqa: E402
 from mask_members import read_rgb, train_members, vote, vote_figures  # noqa: E402
 
 from sorter.heads.mask import HEAD_CLASSES  # noqa: E402
@@ -53,10 +53,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     t0 = time.time()
-    train_side = [p for p in load_set(args.data) if p["n"] % 8 != 0]  # the test side is never read
-    val_ns, _ = split_val(train_side, args.val_frac, args.seed)
-    tr = [p for p in train_side if p["n"] not in val_ns]
-    va = [p for p in train_side if p["n"] in val_ns]
+    _, tr, va = train_val(args.data, args.val_frac, args.seed)  # the test side is never read
     f_tr, f_va = faces_of(tr), faces_of(va)
     seeds = list(range(args.seed, args.seed + args.members))
     trained = train_members(

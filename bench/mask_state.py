@@ -90,14 +90,14 @@ def scores(found, classes, box_map, min_px: float = 0.0, multi_label: bool = Tru
 
 def face_accuracy(found, box_map) -> dict:
     """Mask state of each labelled face the system found (IoU >= 0.5 with one of its boxes), by size."""
-    from sorter.boxes import iou, to_detector_box
-    from sorter.training.detection import apply_box_map
+    from sorter.boxes import iou
+    from sorter.training.detection import labeller_box
 
     bands = {"all": [0, 0], ">=16px": [0, 0], ">=32px": [0, 0]}
     found_faces = total = 0
     confusion: dict[str, dict[str, int]] = {}
     for faces, truth in found:
-        mapped = [apply_box_map(to_detector_box(f.xyxy), box_map) for f in faces]
+        mapped = [labeller_box(f, box_map) for f in faces]
         for box, name in truth:
             total += 1
             k = max(range(len(faces)), key=lambda j: iou(mapped[j], box), default=None)

@@ -108,6 +108,10 @@ class Face:
     age: float | None = None
     gender: str | None = None
     gender_score: float | None = None
+    # The face's box as a labeller draws it (labelImg: forehead to chin), full-size displayed px: the
+    # mask head's box output where the head has one (sorter.heads.mask.MaskHead.predict_boxes); None
+    # otherwise (the system-as-detector then maps ``xyxy`` by the box map learnt from labels).
+    label_box: tuple[float, float, float, float] | None = None
 
     @property
     def best(self) -> tuple[str | None, float]:

@@ -112,7 +112,7 @@ def test_shipped_state_dict_matches_the_shipped_onnx(torch1):
     meta = json.loads(META_PATH.read_text(encoding="utf-8"))
     assert meta["torch_sha256"] == hashlib.sha256(TORCH_PATH.read_bytes()).hexdigest()
     model = load_torch()
-    head = MaskHead(threads=1).load()
+    head = MaskHead(threads=1, precision="f32").load()  # torch's precision (classify may run bf16)
     crops = []
     for labelled in sorted(read_labelled(SAMPLE / "test").images, key=lambda i: i.image.name)[:4]:
         with Image.open(labelled.image) as im:
@@ -138,8 +138,8 @@ def test_a_tampered_state_dict_is_refused(tmp_path, torch1):
 
 def test_a_three_class_head_still_loads_and_is_always_a_face(tmp_path, torch1):
     """Heads from before no_face (3 logits, 3 classes in their JSON) keep working: face probability 1."""
-    from sorter.training.mask_fit import describe, export, write_json
-    from sorter.training.mask_head import make_model
+    from sorter.training.mask_fit import write_json
+    from sorter.training.mask_net import describe, export, make_model
 
     torch1.manual_seed(0)
     files = export(make_model(n_classes=3).eval(), tmp_path, 64)

@@ -104,6 +104,23 @@ def crop(
     return out
 
 
+def box_in_crop(crop_box: Sequence[float], box: Sequence[float], margin: float = DEFAULT_MARGIN) -> tuple:
+    """``box`` (xyxy) in the units of the crop :func:`crop` cuts around ``crop_box``: its corners minus
+    the crop's centre, over the crop's side. What a head with a box output predicts (the labelled box)."""
+    x0, y0, x1, y1 = (float(v) for v in crop_box[:4])
+    side = margin * max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    return ((box[0] - cx) / side, (box[1] - cy) / side, (box[2] - cx) / side, (box[3] - cy) / side)
+
+
+def box_from_crop(crop_box: Sequence[float], t: Sequence[float], margin: float = DEFAULT_MARGIN) -> tuple:
+    """The inverse of :func:`box_in_crop`: a box in crop units back to the image's pixels (xyxy)."""
+    x0, y0, x1, y1 = (float(v) for v in crop_box[:4])
+    side = margin * max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    return tuple(float(v) for v in (cx + t[0] * side, cy + t[1] * side, cx + t[2] * side, cy + t[3] * side))
+
+
 def to_input(
     crops: np.ndarray | Sequence[np.ndarray],
     mean: Sequence[float] = DEFAULT_MEAN,
@@ -176,8 +193,10 @@ class MaskHead:
 
     ``threads``: OpenVINO/OpenCV inference threads (None: the runtime's default; the pipeline's
     worker processes pass 1). ``backend``: "openvino" (default) or "cv2" (OpenCV dnn).
-    ``precision``: OpenVINO inference precision hint, "f32" by default (the model is tiny; bf16 on
-    AVX-512 BF16/AMX CPUs buys nothing measurable and shifts scores slightly).
+    ``precision``: OpenVINO inference precision hint; "head" (the default): what the head's JSON says
+    (``inference_precision``), else "f32": the small CNN is tiny, and bf16 on AVX-512 BF16/AMX CPUs buys
+    it nothing measurable while shifting scores slightly; the MobileNetV2 head says "fast" (OpenVINO's
+    own choice: bf16 on such CPUs, f32 elsewhere), measured by bench/mask_head.py. None: "fast".
     """
 
     def __init__(
@@ -186,7 +205,7 @@ class MaskHead:
         meta_path: str | Path | None = None,
         threads: int | None = None,
         backend: str = "openvino",
-        precision: str | None = "f32",
+        precision: str | None = "head",
     ) -> None:
         self.model_path = Path(model_path) if model_path is not None else MODEL_PATH
         if meta_path is None:
@@ -203,6 +222,7 @@ class MaskHead:
         self.mean: tuple[float, ...] = DEFAULT_MEAN
         self.std: tuple[float, ...] = DEFAULT_STD
         self.meta: dict[str, Any] = {}
+        self.n_box = 0  # 4 for a head that also draws the face's box (after its logits), else 0
         self._lock = threading.Lock()
         self._run_lock = threading.Lock()
         self._run: Any = None
@@ -235,6 +255,7 @@ class MaskHead:
             self.margin = float(meta["crop"]["margin"])
             self.mean = tuple(float(v) for v in meta["normalisation"]["mean"])
             self.std = tuple(float(v) for v in meta["normalisation"]["std"])
+            self.n_box = int((meta.get("box") or {}).get("outputs", 0))
             # compile from the bytes just verified, not from the path again
             self._run = (
                 self._compile_openvino(data) if self.backend == "openvino" else self._compile_cv2(data)
@@ -266,8 +287,11 @@ class MaskHead:
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
-        if self.precision:
-            config["INFERENCE_PRECISION_HINT"] = self.precision
+        precision = self.precision
+        if precision == "head":
+            precision = str(self.meta.get("inference_precision", "f32"))
+        if precision and precision != "fast":
+            config["INFERENCE_PRECISION_HINT"] = precision
         compiled = core.compile_model(model, "CPU", config)
         request = compiled.create_infer_request()
         output = compiled.outputs[0]
@@ -308,13 +332,18 @@ class MaskHead:
 
     def predict_crops(self, crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities [n, len(classes)] for crops made by :meth:`crop`."""
+        return self._infer(crops)[0]
+
+    def _infer(self, crops: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities [n, len(classes)] and box outputs [n, n_box] (crop units) of crops."""
         self.load()
         x = to_input(crops, self.mean, self.std)
+        width = len(self.classes) + self.n_box
         if len(x) == 0:
-            return np.zeros((0, len(self.classes)), np.float32)
+            return np.zeros((0, len(self.classes)), np.float32), np.zeros((0, self.n_box), np.float32)
         with self._run_lock:  # one infer request (or cv2 net) shared by the threads of a process
-            logits = self._run(x)
-        return softmax(logits.reshape(len(x), len(self.classes)))
+            out = self._run(x).reshape(len(x), width)
+        return softmax(out[:, : len(self.classes)]), out[:, len(self.classes) :]
 
     def predict(
         self, rgb: np.ndarray, boxes_xyxy: Sequence[Sequence[float]] | np.ndarray
@@ -326,14 +355,25 @@ class MaskHead:
         a face at all: :meth:`face_probability` of its probabilities. ``boxes_xyxy``: labeller-style
         face boxes in this image's pixels. Boxes with no area get label "" and all-zero probabilities.
         """
+        labels, probs, _ = self.predict_boxes(rgb, boxes_xyxy)
+        return labels, probs
+
+    def predict_boxes(
+        self, rgb: np.ndarray, boxes_xyxy: Sequence[Sequence[float]] | np.ndarray
+    ) -> tuple[list[str], np.ndarray, list[tuple[float, float, float, float] | None]]:
+        """As :meth:`predict`, and each face's box as a labeller draws it (xyxy in ``rgb`` pixels), from a
+        head with a box output (:func:`box_from_crop`); None for every face with a head without one,
+        and for boxes with no area."""
         self.load()
         boxes = [tuple(float(v) for v in b[:4]) for b in boxes_xyxy]
         ok = [i for i, b in enumerate(boxes) if b[2] > b[0] and b[3] > b[1] and all(map(math.isfinite, b))]
         probs = np.zeros((len(boxes), len(self.classes)), np.float32)
+        drawn: list[tuple[float, float, float, float] | None] = [None] * len(boxes)
         if ok:
-            probs[ok] = self.predict_crops(
-                np.stack([crop(rgb, boxes[i], self.size, self.margin) for i in ok])
-            )
+            probs[ok], raw = self._infer(np.stack([crop(rgb, boxes[i], self.size, self.margin) for i in ok]))
+            if self.n_box:
+                for k, i in enumerate(ok):
+                    drawn[i] = box_from_crop(boxes[i], raw[k], self.margin)
         valid = set(ok)
         labels = [mask_state(probs[i], self.classes)[0] if i in valid else "" for i in range(len(boxes))]
-        return labels, probs
+        return labels, probs, drawn

@@ -244,6 +244,7 @@ def _faces(text: str | None) -> list[Face] | None:
             age=f.get("age"),  # rows written before the attribute heads: unknown
             gender=f.get("gender"),
             gender_score=f.get("gender_score"),
+            label_box=tuple(f["label_box"]) if f.get("label_box") else None,  # mask heads with a box
         )
         for f in json.loads(text)
     ]

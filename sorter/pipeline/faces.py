@@ -7,6 +7,7 @@ then score them with and without YOLO's boxes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -38,6 +39,14 @@ class Found:
     dbox: tuple[float, ...]
     landmarks: np.ndarray
     detected: int | None = None  # index into Detected.boxes when the face detector found it
+
+
+def full_size(box: Sequence[float] | None, scale: float) -> tuple[float, float, float, float] | None:
+    """A box in px of ``Detected.rgb`` in full-size displayed px (``scale``: ``Detected.scale``)."""
+    if box is None:
+        return None
+    x0, y0, x1, y1 = (float(v) * scale for v in box[:4])
+    return (x0, y0, x1, y1)
 
 
 def find(detector: FaceDetector, image: Decoded) -> Detected:

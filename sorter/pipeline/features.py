@@ -28,6 +28,9 @@ SFACE = "sface128-openvino"  # SFace on the OpenVINO runtime (the default since 
 SFACE_OPENCV = "sface128"  # SFace on OpenCV's DNN: recognisers trained before keep it
 DLIB = "dlib128+canonical-mask-dlib128"
 FEATURES = (SFACE, SFACE_OPENCV, DLIB)
+# a face's mask state from the head: (state, its probability, probability of any mask, the labeller-style
+# box the head drew in the image's pixels or None)
+MaskState = tuple[str, float, float, "tuple[float, float, float, float] | None"]
 MASKED_AT = 0.5  # masked when the mask head gives any mask (on or below the nose) at least this
 
 
@@ -92,19 +95,20 @@ class MaskStep:
 
     head: MaskHead
 
-    def states(self, rgb: np.ndarray, boxes: Sequence[Sequence[float]]) -> list[tuple[str, float, float]]:
-        """(state, its probability, probability of any mask) per detector-style box in ``rgb`` pixels."""
+    def states(self, rgb: np.ndarray, boxes: Sequence[Sequence[float]]) -> list[MaskState]:
+        """(state, its probability, probability of any mask, the labeller-style box the head drew or
+        None) per detector-style box in ``rgb`` pixels (the drawn box in ``rgb`` pixels too)."""
         if not len(boxes):
             return []
         # the state given that it is a face: mask probabilities renormalised over the three states
         # (a 4-class head's no_face left out; a 3-class head's as they are)
-        labels, probs = self.head.predict(rgb, [from_detector_box(tuple(b)) for b in boxes])
+        labels, probs, drawn = self.head.predict_boxes(rgb, [from_detector_box(tuple(b)) for b in boxes])
         masks = self.head.mask_probabilities(probs)
         bare = MASK_CLASSES.index("without_mask")
         out = []
-        for label, p in zip(labels, masks, strict=True):
+        for label, p, box in zip(labels, masks, drawn, strict=True):
             score = float(p[MASK_CLASSES.index(label)]) if label else 0.0
-            out.append((label or "without_mask", score, 1.0 - float(p[bare]) if label else 0.0))
+            out.append((label or "without_mask", score, 1.0 - float(p[bare]) if label else 0.0, box))
         return out
 
 

@@ -24,7 +24,7 @@ from sorter.io.bundle import Bundle
 from sorter.io.decode import WORK_SIDE
 from sorter.models.onet import cached_onet
 from sorter.models.registry import FaceDetector, face_detector
-from sorter.pipeline.faces import Detected, find, merge
+from sorter.pipeline.faces import Detected, find, full_size, merge
 from sorter.pipeline.features import MASKED_AT, AttributeStep, MaskStep, set_attributes
 from sorter.records import Decoded, Face
 
@@ -115,13 +115,14 @@ class MaskSorter:
         s = found.scale
         boxes = [tuple(v / s for v in f.dbox) for f in merged]
         head = self._masks.head
-        labels, probs = head.predict(found.rgb, [from_detector_box(b) for b in boxes])
+        labels, probs, drawn = head.predict_boxes(found.rgb, [from_detector_box(b) for b in boxes])
         given = head.mask_probabilities(probs)  # each state's probability given that it is a face
         is_face = np.asarray(head.face_probability(probs), np.float64)  # 1.0 for a 3-class head
         attrs = self._attributes.describe(found.rgb, boxes, [f.landmarks / s for f in merged])
         out = []
-        for f, label, p, face_p, a in zip(merged, labels, given, is_face, attrs, strict=True):
+        for f, label, p, face_p, a, box in zip(merged, labels, given, is_face, attrs, drawn, strict=True):
             face, pf = f.face, float(face_p)
+            face.label_box = full_size(box, s)
             masks = {c: float(v) for c, v in zip(MASK_CLASSES, p, strict=True)}
             face.mask = label or "without_mask"
             face.mask_score = masks[face.mask] * pf

@@ -29,7 +29,7 @@ from sorter.io.bundle import Bundle
 from sorter.io.decode import WORK_SIDE
 from sorter.io.index import pack, unpack
 from sorter.models.registry import FaceDetector, face_detector
-from sorter.pipeline.faces import Detected, Found, find, merge
+from sorter.pipeline.faces import Detected, Found, find, full_size, merge
 from sorter.pipeline.features import DLIB, MASKED_AT, AttributeStep, Featuriser, MaskStep, set_attributes
 from sorter.records import Decoded, Face
 
@@ -161,8 +161,9 @@ class FaceRecogniser:
         for k, f in enumerate(faces):
             face = f.face
             face.det_scores, face.scores = face.scores, scores[k]
-            face.mask, face.mask_score, masked = rows[k][1]
+            face.mask, face.mask_score, masked, drawn = rows[k][1]
             face.masked = masked >= MASKED_AT
+            face.label_box = full_size(drawn, found.scale)
             set_attributes(face, rows[k][2])
             face.embedding = pack(x[k])
             out.append(face)

@@ -96,6 +96,15 @@ def apply_box_map(dbox: Sequence[float], box_map: BoxMap) -> Box:
     return (x0 + a * w, y0 + b * h, x0 + c * w, y0 + d * h)
 
 
+def labeller_box(face: Face, box_map: BoxMap) -> Box:
+    """The face's box as the labeller draws it: the one the mask head drew, where its head draws boxes
+    (learnt from labelled boxes, face by face: bench/mask_box.py), else the face detector's box mapped
+    by ``box_map`` (learnt from labels by face height)."""
+    if face.label_box is not None:
+        return face.label_box
+    return apply_box_map(to_detector_box(face.xyxy), box_map)
+
+
 def match_pairs(faces: list[Face], labels: list[Box], min_iou: float = 0.3) -> list[tuple[Box, Box]]:
     """(detector-style box, labelled box) pairs of the same face, greedily by IoU."""
     out, used = [], set()
@@ -117,21 +126,21 @@ def predictions(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A photo's faces as detections: labeller-style boxes [n, 4], confidences [n], class indices [n].
 
-    Confidence: a class's probability, times the face detector's score to the power
-    :data:`DET_SCORE_POWER` (a likely non-face ranks below a sure face, but a masked face that ONet is
-    unsure of is not ranked below every bare one). ``multi_label`` (the default) scores as ultralytics'
-    validator scores YOLO (``non_max_suppression(multi_label=True)`` at conf 0.001, the protocol of
-    every published mAP on the face-mask set): each face is one detection per class whose confidence
-    reaches :data:`MIN_CONF`, so a face the head doubts between two states still counts, at its lower
-    score, for the second. Otherwise each face is one box of its most likely class only. Faces whose
-    best class is none of ``classes`` (a stranger) are not detections of any labelled class.
+    Boxes: :func:`labeller_box`. Confidence: a class's probability, times the face detector's score to
+    the power :data:`DET_SCORE_POWER` (a likely non-face ranks below a sure face, but a masked face that
+    ONet is unsure of is not ranked below every bare one). ``multi_label`` (the default) scores as
+    ultralytics' validator scores YOLO (``non_max_suppression(multi_label=True)`` at conf 0.001, the
+    protocol of every published mAP on the face-mask set): each face is one detection per class whose
+    confidence reaches :data:`MIN_CONF`, so a face the head doubts between two states still counts, at
+    its lower score, for the second. Otherwise each face is one box of its most likely class only. Faces
+    whose best class is none of ``classes`` (a stranger) are not detections of any labelled class.
     """
     boxes, conf, cls = [], [], []
     for f in faces:
         known = {c: s for c, s in f.scores.items() if c in classes}
         if not known:
             continue
-        box = apply_box_map(to_detector_box(f.xyxy), box_map)
+        box = labeller_box(f, box_map)
         weight = min(1.0, max(f.det_score, 0.0)) ** DET_SCORE_POWER
         best = max(known, key=known.__getitem__)
         for name in known if multi_label else [best]:

@@ -84,7 +84,7 @@ def _collect_one(
     if not items:
         return []
     x = featuriser.features(rgb, [u for _, u, _, _ in items], [lm for _, _, lm, _ in items])
-    m = [masked for _, _, masked in masks.states(rgb, [u for _, u, _, _ in items])]
+    m = [masked for _, _, masked, _ in masks.states(rgb, [u for _, u, _, _ in items])]
     ages = attributes.describe(
         rgb, [u for _, u, _, _ in items], [lm for _, _, lm, _ in items], x if featuriser.is_sface else None
     )

@@ -20,14 +20,20 @@ def jitter_box(box: tuple, rng: np.random.Generator) -> tuple:
     return (cx - nw / 2, cy - nh / 2, cx + nw / 2, cy + nh / 2)
 
 
-def augment(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Flip, rotate +-10 degrees, tiny-face resampling or blur, colour, JPEG: one training crop."""
+def augment(c: np.ndarray, rng: np.random.Generator, geometry: list | None = None) -> np.ndarray:
+    """Flip, rotate +-10 degrees, tiny-face resampling or blur, colour, JPEG: one training crop.
+
+    ``geometry``: a list that gets (flipped, angle in degrees) appended, for a box target to follow the
+    crop (:func:`move_box`); the random draws are the same with or without it."""
     import cv2
 
     size = c.shape[0]
-    if rng.random() < 0.5:
+    flipped = bool(rng.random() < 0.5)
+    if flipped:
         c = c[:, ::-1]
     angle = rng.uniform(-10, 10)
+    if geometry is not None:
+        geometry.append((flipped, float(angle)))
     m = cv2.getRotationMatrix2D((size / 2 - 0.5, size / 2 - 0.5), angle, 1.0)
     c = cv2.warpAffine(
         np.ascontiguousarray(c), m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
@@ -55,3 +61,18 @@ def augment(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if ok:
             c = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     return c
+
+
+def move_box(t: tuple, flipped: bool, angle: float) -> tuple:
+    """A box in crop units (``sorter.heads.mask.box_in_crop``) after :func:`augment`'s flip and rotation
+    about the crop's centre: mirrored, then its centre turned as OpenCV turns the pixels (a labeller
+    would draw the turned face's box about its new centre, the same size)."""
+    x0, y0, x1, y1 = t
+    if flipped:
+        x0, x1 = -x1, -x0
+    a = math.radians(angle)
+    cos, sin = math.cos(a), math.sin(a)
+    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+    # cv2.getRotationMatrix2D(angle): [[cos, sin], [-sin, cos]] on coordinates from the centre
+    nx, ny = cos * cx + sin * cy, -sin * cx + cos * cy
+    return (nx - hw, ny - hh, nx + hw, ny + hh)

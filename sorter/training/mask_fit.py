@@ -1,28 +1,25 @@
-"""The mask head's files (ONNX + torch state_dict + JSON) and fine-tuning it on a user's mask-state labels.
+"""Fine-tuning the mask head on a user's mask-state labels (``photosort train``).
 
-:func:`export` and :func:`describe` write the format ``sorter.heads.mask.MaskHead`` loads (the shipped
-head, ``bench/mask_head.py``, and a fine-tuned one alike). :func:`fit_mask_head` is ``photosort train``
-on a folder whose classes are mask states: it starts from the shipped weights (``mask_head.pt``) and
-fine-tunes on the labelled faces, choosing the epoch on photos held out by sha256 group.
+The head's files are written by ``sorter.training.mask_net.export`` and ``describe``, the format
+``sorter.heads.mask.MaskHead`` loads (the shipped head, ``bench/mask_head.py``, and a fine-tuned one
+alike). :func:`fit_mask_head` starts from the shipped weights (``mask_head.pt``) and fine-tunes on the
+labelled faces, choosing the epoch on photos held out by sha256 group.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import io
 import json
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sorter.heads.mask import DEFAULT_MEAN, DEFAULT_STD, MASK_CLASSES, META_PATH, NO_FACE, MaskHead, crop
+from sorter.heads.mask import MASK_CLASSES, META_PATH, NO_FACE, MaskHead, crop
 from sorter.io.decode import decode_work, read_photo
 from sorter.records import LabelledImage, Photo
 from sorter.training.mask_head import (
@@ -37,8 +34,8 @@ from sorter.training.mask_head import (
     predict_torch,
     run_epoch,
 )
+from sorter.training.mask_net import BOX_WEIGHT, describe, export
 
-OPSET = 17
 # Fine-tuning. Not tuned on a benchmark: a tenth of the from-scratch peak rate (3e-3) decayed by a
 # cosine, early stop after FT_PATIENCE epochs without a better validation score.
 FT_LR, FT_BATCH, FT_MAX_EPOCHS, FT_PATIENCE, FT_VAL_FRAC = 3e-4, 64, 60, 8, 0.2
@@ -51,77 +48,6 @@ def write_json(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-def export(model, out_dir: Path, size: int) -> dict[str, Any]:
-    """Write ``mask_head.onnx`` (opset 17, dynamic batch) and ``mask_head.pt`` (state_dict) to ``out_dir``;
-    their sha256 and sizes, as the JSON records them."""
-    import torch
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path, pt_path = out_dir / "mask_head.onnx", out_dir / "mask_head.pt"
-    tmp = onnx_path.with_suffix(".onnx.tmp")
-    model.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, 3, size, size),),
-            str(tmp),
-            opset_version=OPSET,
-            dynamo=False,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )
-    os.replace(tmp, onnx_path)
-    buf = io.BytesIO()
-    torch.save({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, buf)
-    pt_path.with_suffix(".pt.tmp").write_bytes(buf.getvalue())
-    os.replace(pt_path.with_suffix(".pt.tmp"), pt_path)
-    data = onnx_path.read_bytes()
-    return {
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "bytes": len(data),
-        "opset": OPSET,
-        "torch_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
-    }
-
-
-def describe(
-    size: int, margin: float, files: dict, provenance: dict, command: str, classes=MASK_CLASSES
-) -> dict:
-    """The JSON beside the ONNX file (``figures`` added by the caller), read by ``MaskHead``."""
-    extra = " (no_face: the box is not a face)" if NO_FACE in classes else ""
-    return {
-        "name": "mask_head",
-        "description": "Mask state of one face: a small CNN "
-        f"(4 conv blocks, BN+ReLU, global average pool, {len(classes)} logits){extra}",
-        "classes": list(classes),
-        "input": {
-            "name": "input",
-            "size": size,
-            "layout": "NCHW",
-            "channels": "RGB",
-            "dtype": "float32",
-            "output": "logits (softmax -> probabilities in classes order)",
-        },
-        "crop": {
-            "margin": margin,
-            "shape": "square centred on the box centre, side = margin x max(w, h)",
-            "padding": "black outside the image",
-            "box": "xyxy pixels, labeller style (labelImg: forehead to chin)",
-            "function": "sorter.heads.mask.crop",
-        },
-        "normalisation": {
-            "mean": list(DEFAULT_MEAN),
-            "std": list(DEFAULT_STD),
-            "formula": "(rgb_uint8 - mean) / std, per channel",
-        },
-        **files,
-        "provenance": provenance,
-        "training_command": command,
-    }
 
 
 # ------------------------------------------------------------------------------------ fine-tuning
@@ -252,13 +178,19 @@ def fit_mask_head(
 
     torch.manual_seed(seed)
     model = load_torch()
-    before = metrics(y_va, mask_pred(predict_torch(model, patches, f_va, size, margin)))
+    # a head that draws the face's box goes on learning it from these labels (the labeller's own style)
+    n_box = int((base.get("box") or {}).get("outputs", 0))
+    before = metrics(y_va, mask_pred(predict_torch(model, patches, f_va, size, margin, n_box=n_box)))
     model = model.to(memory_format=torch.channels_last)
 
     def score(m: dict) -> tuple:
         return (m["macro_f1"] or 0.0, m["accuracy"] or 0.0)
 
     crit = loss_fn("focal", n_per.astype(np.float64))
+    # one network read with its mirror too: fine-tune the network on single crops (each is mirrored at
+    # random anyway), as it was trained, in half the time of both views
+    members = getattr(model, "members", None)
+    trainee = members[0] if members is not None and len(members) == 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=FT_LR, weight_decay=5e-4)
     planned, curve, best = epochs or FT_MAX_EPOCHS, [], None
     t_train = time.time()
@@ -267,7 +199,7 @@ def fit_mask_head(
             g["lr"] = FT_LR * 0.5 * (1 + math.cos(math.pi * ep / planned))
         rng = np.random.default_rng([seed, ep, 1])
         loss = run_epoch(
-            model,
+            trainee,
             opt,
             None,
             crit,
@@ -281,8 +213,9 @@ def fit_mask_head(
             deadline,
             # the synthetic masks the shipped head was trained with, if any: the same mix of examples
             synthetic=float(base.get("synthetic_masks") or 0.0),
+            box_weight=BOX_WEIGHT if n_box else 0.0,
         )
-        m = metrics(y_va, mask_pred(predict_torch(model, patches, f_va, size, margin)))
+        m = metrics(y_va, mask_pred(predict_torch(model, patches, f_va, size, margin, n_box=n_box)))
         curve.append(
             {
                 "epoch": ep + 1,
@@ -326,13 +259,25 @@ def fit_mask_head(
         "epochs": best[0],
         "torch": torch.__version__,
     }
-    meta = describe(size, margin, files, provenance, "sorter.training.mask_fit.fit_mask_head", classes)
+    meta = describe(
+        size,
+        margin,
+        files,
+        provenance,
+        "sorter.training.mask_fit.fit_mask_head",
+        classes,
+        arch=str(base.get("arch", "small")),
+    )
     # as load_torch builds it, and the training mix it was fine-tuned with
     meta.update(
+        arch=str(base.get("arch", "small")),
         members=int(base.get("members", 1)),
         flip=bool(base.get("flip")),
         synthetic_masks=float(base.get("synthetic_masks") or 0.0),
+        inference_precision=str(base.get("inference_precision", "f32")),
     )
+    if n_box:
+        meta["box"] = base["box"]
     val_fig = {
         "split": f"{len(val)} photos, {len(f_va)} faces",
         "macro_f1": best[1]["macro_f1"],
@@ -350,11 +295,11 @@ def fit_mask_head(
     }
     onnx_path = Path(out_dir) / "mask_head.onnx"
     write_json(onnx_path.with_suffix(".json"), meta)
-    head = MaskHead(onnx_path, threads=1).load()  # the written file, checksum verified, as classify loads it
+    # the written file, checksum verified, as classify loads it; at f32, to compare with torch's f32
+    head = MaskHead(onnx_path, threads=1, precision="f32").load()
     x = [crop(patches[i], b, size, margin) for i, b, _ in f_va[:64]]
-    diff = float(
-        np.abs(head.predict_crops(np.stack(x)) - predict_torch(model, patches, f_va[:64], size, margin)).max()
-    )
+    torch_probs = predict_torch(model, patches, f_va[:64], size, margin, n_box=n_box)
+    diff = float(np.abs(head.predict_crops(np.stack(x)) - torch_probs).max())
     seconds = round(time.time() - t0, 1)
     log(
         f"mask head: validation macro-F1 {before['macro_f1']} -> {best[1]['macro_f1']}, accuracy "

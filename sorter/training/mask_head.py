@@ -1,4 +1,5 @@
-"""The mask-state head's network, augmentation, loss, batching and training loop: one definition.
+"""The mask-state head's augmentation, loss, batching and training loop: one definition (its network
+and the JSON describing it: :mod:`sorter.training.mask_net`).
 
 ``bench/mask_head.py`` trains the shipped head (``sorter/assets/mask_head.onnx``, its torch weights
 ``mask_head.pt`` beside it) from scratch with :func:`train`; :func:`sorter.training.mask_fit.fit_mask_head`
@@ -19,7 +20,6 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -32,14 +32,15 @@ from sorter.heads.mask import (
     MASK_CLASSES,
     META_PATH,
     NO_FACE,
+    box_in_crop,
     crop,
     to_input,
 )
-from sorter.training.mask_augment import augment, jitter_box
+from sorter.training.mask_augment import augment, jitter_box, move_box
+from sorter.training.mask_net import BOX_OUTPUTS, make_model
 
 TORCH_PATH = ASSETS / "mask_head.pt"  # the shipped head's torch state_dict (its sha256 in the JSON)
 NO_FACE_LABEL = HEAD_CLASSES.index(NO_FACE)  # 3: the class index of a no_face example
-
 # The no_face rule (one definition for bench/mask_head.py and fit_mask_head): a face detector candidate
 # whose labeller-style box has IoU < NO_FACE_MAX_IOU with every labelled face is "not a face", except
 # one that looks like an unlabelled real face (the face-mask set leaves some faces unlabelled): ONet
@@ -87,61 +88,6 @@ def background_boxes(shape: tuple, labelled: Sequence[tuple], n: int, rng: np.ra
 
 
 # ------------------------------------------------------------------------------------------- model
-def make_model(
-    width: tuple[int, ...] = (16, 32, 64, 96),
-    n_classes: int = len(HEAD_CLASSES),
-    members: int = 1,
-    flip: bool = False,
-):
-    """4 conv blocks (BN+ReLU, max-pool), global average pool, dropout, ``n_classes`` logits (4: the three
-    mask states and no_face; 3 for heads from before no_face).
-
-    ``members`` > 1 or ``flip``: that many such networks soft-voted (:func:`voted`), each on the crop and,
-    with ``flip``, on its mirror image too; one file, one call, the same input and output as one network.
-    """
-    import torch.nn as nn
-
-    def cbr(cin: int, cout: int) -> list:
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-    def one():
-        layers: list = []
-        cin = 3
-        for i, c in enumerate(width):
-            layers += cbr(cin, c) + (cbr(c, c) if i > 0 else []) + [nn.MaxPool2d(2)]
-            cin = c
-        return nn.Sequential(
-            *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, n_classes)
-        )
-
-    if members <= 1 and not flip:
-        return one()
-    return voted([one() for _ in range(members)], flip)
-
-
-def voted(nets: Sequence[Any], flip: bool):
-    """Soft voting: the mean of the networks' probabilities (over the crop and, with ``flip``, its
-    mirror), returned as log-probabilities, so that softmax gives the mean back and the output reads
-    like one network's logits (the runtime and the losses take it unchanged). Why: five networks
-    trained from different seeds on a few thousand faces disagree on the rare and small faces; their
-    mean is steadier than any one (bench/mask_head.py measures one against the vote on validation)."""
-    import torch
-    import torch.nn as nn
-
-    class Voted(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.members = nn.ModuleList(nets)
-            self.flip = flip
-
-        def forward(self, x):
-            views = [x, torch.flip(x, dims=[3])] if self.flip else [x]
-            p = torch.stack([torch.softmax(m(v), 1) for m in self.members for v in views]).mean(0)
-            return torch.log(p.clamp_min(1e-12))
-
-    return Voted()
-
-
 def loss_fn(kind: str, counts: np.ndarray):
     """weighted_ce (inverse class frequency), focal (gamma 2) or sampler (plain CE, balanced batches)."""
     import torch
@@ -163,14 +109,17 @@ def loss_fn(kind: str, counts: np.ndarray):
 
 
 def make_batch(
-    images, faces, idx, size, margin, rng, train: bool, synthetic: float = 0.0
+    images, faces, idx, size, margin, rng, train: bool, synthetic: float = 0.0, targets: list | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Model input and labels of ``faces[idx]``; ``train``: jittered boxes and augmented crops.
 
     ``synthetic``: the chance that a bare face (without_mask) is given a mask drawn by photosort's own
     renderer (:func:`sorter.training.augment.draw_synthetic_mask`, placed by where a labelled box has
     its landmarks), labelled with_mask when worn over the nose and mask_weared_incorrect when below it:
-    more examples of the rare class than the few labelled ones, in masks of every family and colour."""
+    more examples of the rare class than the few labelled ones, in masks of every family and colour.
+
+    ``targets``: a list that gets each face's labelled box in units of its (jittered, flipped, turned)
+    crop appended (``sorter.heads.mask.box_in_crop``; None for a no_face example), the box target."""
     crops, ys = [], []
     worn = ("without_mask", "with_mask", "mask_weared_incorrect")
     bare, over, below = (MASK_CLASSES.index(c) for c in worn)
@@ -182,16 +131,20 @@ def make_batch(
 
             img, kind = draw_synthetic_mask(img, box, rng, return_kind=True)
             lab = below if kind.worn == "below_nose" else over
-        if train:
-            c = augment(crop(img, jitter_box(box, rng), size, margin), rng)
-        else:
-            c = crop(img, box, size, margin)
+        cut = jitter_box(box, rng) if train else box
+        geometry: list = []
+        c = augment(crop(img, cut, size, margin), rng, geometry) if train else crop(img, cut, size, margin)
+        if targets is not None:
+            t = box_in_crop(cut, box, margin)
+            targets.append(None if lab == NO_FACE_LABEL else move_box(t, *geometry[0]) if geometry else t)
         crops.append(c)
         ys.append(lab)
     return to_input(np.stack(crops), DEFAULT_MEAN, DEFAULT_STD), np.array(ys, np.int64)
 
 
-def predict_torch(model, images, faces, size, margin, batch=256) -> np.ndarray:
+def predict_torch(model, images, faces, size, margin, batch=256, n_box: int = 0, boxes: list | None = None):
+    """Class probabilities [n, classes] of ``faces`` (labelled boxes, no augmentation); with ``n_box``, the
+    network's box outputs (crop units) are appended to ``boxes``, one row a face."""
     import torch
 
     model.eval()
@@ -199,7 +152,12 @@ def predict_torch(model, images, faces, size, margin, batch=256) -> np.ndarray:
     with torch.no_grad():
         for s in range(0, len(faces), batch):
             x, _ = make_batch(images, faces, range(s, min(s + batch, len(faces))), size, margin, None, False)
-            out.append(torch.softmax(model(torch.from_numpy(x)), 1).numpy())
+            o = model(torch.from_numpy(x))
+            if n_box:
+                if boxes is not None:
+                    boxes.extend(o[:, -n_box:].numpy())
+                o = o[:, :-n_box]
+            out.append(torch.softmax(o, 1).numpy())
     return np.concatenate(out) if out else np.zeros((0, len(HEAD_CLASSES)), np.float32)
 
 
@@ -209,10 +167,27 @@ def mask_pred(probs: np.ndarray) -> np.ndarray:
 
 
 def run_epoch(
-    model, opt, sched, crit, images, faces, order, size, margin, rng, batch, deadline=None, synthetic=0.0
+    model,
+    opt,
+    sched,
+    crit,
+    images,
+    faces,
+    order,
+    size,
+    margin,
+    rng,
+    batch,
+    deadline=None,
+    synthetic=0.0,
+    box_weight: float = 0.0,
 ):
-    """One pass over ``faces[order]``; mean loss. Stops between batches once ``deadline`` (time.time())."""
+    """One pass over ``faces[order]``; mean loss. Stops between batches once ``deadline`` (time.time()).
+
+    ``box_weight`` > 0: the model's last :data:`BOX_OUTPUTS` outputs are the labelled box in crop units,
+    learnt with an L1 loss of that weight beside the class loss (faces only, not no_face examples)."""
     import torch
+    import torch.nn.functional as F
 
     model.train()
     tot, nb = 0.0, 0
@@ -222,9 +197,18 @@ def run_epoch(
             continue
         if deadline is not None and nb and time.time() > deadline:
             break
-        x, y = make_batch(images, faces, idx, size, margin, rng, True, synthetic)
+        targets: list | None = [] if box_weight else None
+        x, y = make_batch(images, faces, idx, size, margin, rng, True, synthetic, targets)
         xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-        loss = crit(model(xt), torch.from_numpy(y))
+        out = model(xt)
+        if targets is None:
+            loss = crit(out, torch.from_numpy(y))
+        else:
+            loss = crit(out[:, :-BOX_OUTPUTS], torch.from_numpy(y))
+            has = [k for k, t in enumerate(targets) if t is not None]
+            if has:
+                t = torch.tensor([targets[k] for k in has], dtype=out.dtype)
+                loss = loss + box_weight * F.l1_loss(out[has, -BOX_OUTPUTS:], t)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -249,15 +233,22 @@ def train(
     log=print,
     no_face_per_epoch: int | None = None,
     synthetic: float = 0.0,
+    arch: str = "small",
+    pretrained: Path | None = None,
+    box_weight: float = 0.0,
 ):
-    """Train one model from scratch (AdamW, one-cycle); ``val`` = (images, faces) scored every epoch.
+    """Train one model (AdamW, one-cycle) from scratch, or for ``arch="mobilenet_v2"`` from ``pretrained``
+    ImageNet weights (``mask_net.make_model``); ``val`` = (images, faces) scored every epoch.
 
     ``faces`` may hold no_face examples (label :data:`NO_FACE_LABEL`); ``no_face_per_epoch``: each epoch
-    sees all the faces and a fresh random draw of that many no_face examples (None: all of them)."""
+    sees all the faces and a fresh random draw of that many no_face examples (None: all of them).
+    ``box_weight`` > 0: the network also learns each face's labelled box (:func:`run_epoch`)."""
     import torch
 
     torch.manual_seed(seed)
-    model = make_model().to(memory_format=torch.channels_last)  # 1.4-2x faster on a CPU (measured)
+    n_box = BOX_OUTPUTS if box_weight else 0
+    # channels_last: 1.4-2x faster on a CPU (measured)
+    model = make_model(arch=arch, pretrained=pretrained, n_box=n_box).to(memory_format=torch.channels_last)
     labels = np.array([f[2] for f in faces])
     counts = np.bincount(labels, minlength=len(HEAD_CLASSES)).astype(np.float64)
     crit = loss_fn(kind, np.maximum(counts, 1.0))
@@ -279,11 +270,13 @@ def train(
             pick = rng.choice(nf, size=draw, replace=False) if draw < len(nf) else nf
             order = rng.permutation(np.concatenate([rest, pick]))
         loss = run_epoch(
-            model, opt, sched, crit, images, faces, order, size, margin, rng, batch, synthetic=synthetic
-        )
+            model, opt, sched, crit, images, faces, order, size, margin, rng, batch, synthetic=synthetic,
+            box_weight=box_weight,
+        )  # fmt: skip
         entry = {"epoch": ep + 1, "loss": loss, "seconds": round(time.time() - t0, 1)}
         if val is not None:
-            m = metrics(np.array([f[2] for f in val[1]]), mask_pred(predict_torch(model, *val, size, margin)))
+            probs = predict_torch(model, *val, size, margin, n_box=n_box)
+            m = metrics(np.array([f[2] for f in val[1]]), mask_pred(probs))
             entry["val_macro_f1"] = m["macro_f1"]
             entry["val_incorrect_recall"] = m["per_class"]["mask_weared_incorrect"]["recall"]
         curve.append(entry)
@@ -359,7 +352,11 @@ def load_torch(pt_path: Path = TORCH_PATH, meta_path: Path = META_PATH):
     if hashlib.sha256(data).hexdigest() != meta.get("torch_sha256"):
         raise ValueError(f"{pt_path} does not match torch_sha256 in {meta_path}: altered or replaced")
     model = make_model(
-        n_classes=len(meta["classes"]), members=int(meta.get("members", 1)), flip=bool(meta.get("flip"))
+        n_classes=len(meta["classes"]),
+        members=int(meta.get("members", 1)),
+        flip=bool(meta.get("flip")),
+        arch=str(meta.get("arch", "small")),  # heads from before the choice of network: the small CNN
+        n_box=int((meta.get("box") or {}).get("outputs", 0)),
     )
     model.load_state_dict(torch.load(io.BytesIO(data), weights_only=True))
     return model.eval()
