@@ -64,14 +64,12 @@ def crop(
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
     x0, y0, x1, y1 = (float(v) for v in box[:4])
-    w, h = x1 - x0, y1 - y0
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or w <= 0 or h <= 0:
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
         raise ValueError(f"empty or invalid face box {tuple(box[:4])}")
     if rgb.dtype != np.uint8:
         rgb = np.clip(rgb, 0, 255).astype(np.uint8)
     H, W = rgb.shape[:2]
-    side = margin * max(w, h)
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    cx, cy, side = crop_square(box, margin)
     if side <= size:
         # upsampling: exact sub-pixel placement (output pixel centres -> source coordinates)
         k = side / size
@@ -104,20 +102,22 @@ def crop(
     return out
 
 
+def crop_square(box: Sequence[float], margin: float = DEFAULT_MARGIN) -> tuple[float, float, float]:
+    """The square :func:`crop` cuts around ``box`` (xyxy): its centre x, centre y and side."""
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    return (x0 + x1) / 2.0, (y0 + y1) / 2.0, margin * max(x1 - x0, y1 - y0)
+
+
 def box_in_crop(crop_box: Sequence[float], box: Sequence[float], margin: float = DEFAULT_MARGIN) -> tuple:
     """``box`` (xyxy) in the units of the crop :func:`crop` cuts around ``crop_box``: its corners minus
     the crop's centre, over the crop's side. What a head with a box output predicts (the labelled box)."""
-    x0, y0, x1, y1 = (float(v) for v in crop_box[:4])
-    side = margin * max(x1 - x0, y1 - y0)
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    cx, cy, side = crop_square(crop_box, margin)
     return ((box[0] - cx) / side, (box[1] - cy) / side, (box[2] - cx) / side, (box[3] - cy) / side)
 
 
 def box_from_crop(crop_box: Sequence[float], t: Sequence[float], margin: float = DEFAULT_MARGIN) -> tuple:
     """The inverse of :func:`box_in_crop`: a box in crop units back to the image's pixels (xyxy)."""
-    x0, y0, x1, y1 = (float(v) for v in crop_box[:4])
-    side = margin * max(x1 - x0, y1 - y0)
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    cx, cy, side = crop_square(crop_box, margin)
     return tuple(float(v) for v in (cx + t[0] * side, cy + t[1] * side, cx + t[2] * side, cy + t[3] * side))
 
 
@@ -193,10 +193,10 @@ class MaskHead:
 
     ``threads``: OpenVINO/OpenCV inference threads (None: the runtime's default; the pipeline's
     worker processes pass 1). ``backend``: "openvino" (default) or "cv2" (OpenCV dnn).
-    ``precision``: OpenVINO inference precision hint; "head" (the default): what the head's JSON says
+    ``precision``: OpenVINO inference precision hint; None (the default): what the head's JSON says
     (``inference_precision``), else "f32": the small CNN is tiny, and bf16 on AVX-512 BF16/AMX CPUs buys
     it nothing measurable while shifting scores slightly; the MobileNetV2 head says "fast" (OpenVINO's
-    own choice: bf16 on such CPUs, f32 elsewhere), measured by bench/mask_head.py. None: "fast".
+    own choice: bf16 on such CPUs, f32 elsewhere), measured by bench/mask_head.py.
     """
 
     def __init__(
@@ -205,7 +205,7 @@ class MaskHead:
         meta_path: str | Path | None = None,
         threads: int | None = None,
         backend: str = "openvino",
-        precision: str | None = "head",
+        precision: str | None = None,
     ) -> None:
         self.model_path = Path(model_path) if model_path is not None else MODEL_PATH
         if meta_path is None:
@@ -287,10 +287,8 @@ class MaskHead:
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
-        precision = self.precision
-        if precision == "head":
-            precision = str(self.meta.get("inference_precision", "f32"))
-        if precision and precision != "fast":
+        precision = self.precision or str(self.meta.get("inference_precision", "f32"))
+        if precision != "fast":
             config["INFERENCE_PRECISION_HINT"] = precision
         compiled = core.compile_model(model, "CPU", config)
         request = compiled.create_infer_request()
