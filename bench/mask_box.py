@@ -17,8 +17,9 @@ output (--box-weight); on the validation photos' face detector candidates (the d
 cached as bench/mask_head.py caches them): the labelled faces whose matched candidate reaches IoU 0.5 /
 0.75 with the learnt rule and with the head's box, and the system's mAP50 / mAP50-95 as
 ``sorter.training.detection`` scores it (each candidate a detection of every class, confidence the
-class probability x face probability x detector score ** DET_SCORE_POWER). Kept: validation mAP50,
-then mAP50-95. Writes bench/results/mask_box.json.
+class probability x face probability, with the detector's score: ``sorter.boxes.sureness``). Kept:
+validation mAP50, then mAP50-95. Each head's system is also scored with one candidate a face
+(``sorter.boxes.one_per_face``, as the mask sorter keeps faces). Writes bench/results/mask_box.json.
 """
 
 from __future__ import annotations
@@ -38,10 +39,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from mask_head import detector_candidates, faces_of, no_face_examples, train_val  # noqa: E402
 from mask_members import imagenet_mobilenet_v2, read_rgb, vote_figures  # noqa: E402
 
-from sorter.boxes import iou  # noqa: E402
+from sorter.boxes import iou, one_per_face, sureness  # noqa: E402
 from sorter.heads.mask import MASK_CLASSES, box_from_crop  # noqa: E402
 from sorter.training.detection import (  # noqa: E402
-    DET_SCORE_POWER,
     MIN_CONF,
     apply_box_map,
     learn_box_map,
@@ -55,6 +55,12 @@ from sorter.training.mask_net import BOX_OUTPUTS, voted  # noqa: E402
 def candidate_faces(photos: list[dict], cands: dict) -> list[tuple[int, tuple, int]]:
     """Every candidate of ``photos`` as a face record (photo index, labeller-style box, label 0)."""
     return [(i, tuple(c["box"]), 0) for i, p in enumerate(photos) for c in cands[p["n"]]]
+
+
+def sure_of(cand: dict, probs: np.ndarray, n_classes: int) -> float:
+    """A candidate's best class confidence as a detection (face probability x detector score)."""
+    given = probs[:n_classes] / max(probs[:n_classes].sum(), 1e-12)
+    return sureness(given.max() * (1.0 - probs[-1]), cand["score"])
 
 
 def box_figures(photos, boxes_of: list) -> dict:
@@ -74,21 +80,29 @@ def box_figures(photos, boxes_of: list) -> dict:
     }
 
 
-def system(photos, cands, probs_of: list, boxes_of: list) -> dict:
-    """mAP of the candidates as detections, as sorter.training.detection.predictions makes them."""
+def system(photos, cands, probs_of: list, boxes_of: list, one_face: bool = False) -> dict:
+    """mAP of the candidates as detections, as sorter.training.detection.predictions makes them.
+    ``one_face``: first one candidate a face (``sorter.boxes.one_per_face`` on the detector's boxes,
+    the surer by its best class's confidence), as the mask sorter keeps them."""
     classes = list(MASK_CLASSES)
     rows = []
     for p, probs, bs in zip(photos, probs_of, boxes_of, strict=True):
         boxes, conf, cls = [], [], []
-        for c, pr, b in zip(cands[p["n"]], probs, bs, strict=True):
+        cs = cands[p["n"]]
+        keep = range(len(cs))
+        if one_face and len(cs):
+            sure = [sure_of(c, pr, len(classes)) for c, pr in zip(cs, probs, strict=True)]
+            keep = one_per_face([c["det_box"] for c in cs], sure)
+        for i in keep:
+            c, pr, b = cs[i], probs[i], bs[i]
             pf = 1.0 - pr[-1]  # the head's face probability (no_face is its last class)
             given = pr[: len(classes)] / max(pr[: len(classes)].sum(), 1e-12)
-            w = min(1.0, max(c["score"], 0.0)) ** DET_SCORE_POWER
             best = int(given.argmax())
             for k in range(len(classes)):
-                if k == best or given[k] * pf * w >= MIN_CONF:
+                v = sureness(given[k] * pf, c["score"])
+                if k == best or v >= MIN_CONF:
                     boxes.append(b)
-                    conf.append(given[k] * pf * w)
+                    conf.append(v)
                     cls.append(k)
         truth = [(tuple(b), classes[lab]) for b, lab in zip(p["boxes"], p["labels"], strict=True)]
         rows.append(
@@ -109,6 +123,10 @@ def main() -> None:
     ap.add_argument(
         "--cache", type=Path, default=ROOT / "runs" / "mask_head_no_face" / "candidates_train.json"
     )
+    ap.add_argument(
+        "--probs-out", type=Path, default=ROOT / "runs" / "mask_box_probs.npz",
+        help="each head's probabilities for the validation candidates are kept here (-box/-plain)",
+    )  # fmt: skip
     ap.add_argument("--box-weight", type=float, default=1.0)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--size", type=int, default=128)
@@ -167,6 +185,8 @@ def main() -> None:
         res = {"train_seconds": round(secs), "curve": curve, "classes": vote_figures(y, labelled)}
         probs_of = [probs[ks] for ks in per_photo]
         res["system_rule_boxes"] = system(va, cands, probs_of, mapped)
+        res["system_rule_boxes_one_a_face"] = system(va, cands, probs_of, mapped, one_face=True)
+        np.savez_compressed(args.probs_out.with_name(f"{args.probs_out.stem}-{name}.npz"), probs=probs)
         if n_box:
             head_boxes = [[box_from_crop(c_va[k][1], raw[k], args.margin) for k in ks] for ks in per_photo]
             res["head_boxes"] = box_figures(va, head_boxes)

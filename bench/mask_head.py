@@ -111,7 +111,9 @@ def load_set(data: Path) -> list[dict]:
     return photos
 
 
-def detector_candidates(photos: list[dict], cache: Path, log=print) -> dict[int, list[dict]]:
+def detector_candidates(
+    photos: list[dict], cache: Path, log=print, min_side: int | None = None
+) -> dict[int, list[dict]]:
     """Every face detector candidate of ``photos``, cached in ``cache`` (JSON) so re-runs do not detect.
 
     The default face detector (``sorter.models.registry.face_detector()``: YuNet + ONet, min_side 640)
@@ -125,6 +127,8 @@ def detector_candidates(photos: list[dict], cache: Path, log=print) -> dict[int,
 
     det = face_detector()
     det.threads = 1
+    if min_side is not None:  # small photos enlarged to another size first (bench/mask_system.py)
+        det.min_side = min_side
     settings = det.settings()
     old: dict = {}
     if cache.is_file():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sorter.boxes import from_detector_box
+from sorter.boxes import from_detector_box, one_per_face, sureness
 from sorter.heads.attributes import AGE_BANDS, GENDERS, SEED_BANDS, AttributeHead, Attributes, band_name
 from sorter.heads.mask import MASK_CLASSES, MaskHead
 from sorter.io.bundle import Bundle
@@ -136,7 +136,11 @@ class MaskSorter:
             face.det_scores = face.scores
             face.scores = {c: v * pf for c, v in class_scores(self.by, masks, a).items()}
             out.append(face)
-        return out
+        # One face, one box: the face detector sometimes gives a face a second box shifted to a cheek
+        # (mostly inside the first; YuNet suppresses only boxes of IoU >= 0.3), which the head may read
+        # as another state; the surer box stays (bench/mask_box.py: system mAP50 on validation).
+        sure = [sureness(max(f.scores.values(), default=0.0), f.det_score) for f in out]
+        return [out[k] for k in one_per_face([f.xyxy for f in out], sure)]
 
     def rescore(self, faces: list[Face]) -> list[Face] | None:
         return None  # nothing to re-score: a new threshold re-decides from the stored scores
@@ -148,7 +152,8 @@ class MaskSorter:
         assert self._detector is not None and self._masks is not None
         assert self._attributes is not None
         head = self._masks.head.load().meta.get("sha256")
-        what = [self._detector.settings(), head, WORK_SIDE, self._attributes.head.key]
+        # "one-per-face": faces stored before duplicates were dropped are analysed again
+        what = [self._detector.settings(), head, WORK_SIDE, self._attributes.head.key, "one-per-face"]
         if self.by != "mask":
             what.append(self.by)
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]

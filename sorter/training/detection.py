@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sorter.boxes import Box, from_detector_box, iou, to_detector_box
+from sorter.boxes import Box, from_detector_box, iou, sureness, to_detector_box
 from sorter.records import Face
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -33,10 +33,6 @@ IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 # fifth scored mAP50 0.755 against 0.743 for one band (3 bands 0.748, 5 bands 0.753).
 MAX_BANDS, MIN_PAIRS_PER_BAND = 8, 40
 
-# How much the face detector's own score weighs in a detection's confidence beside the head's class
-# probability (which already carries the head's face probability). Chosen on a validation fifth of the
-# face-mask train side: power 1 mAP50 0.755, 0.5 0.762, 0.25 0.763, 0 (the head alone) 0.755.
-DET_SCORE_POWER = 0.25
 
 # ultralytics' validator keeps every (box, class) pair above conf 0.001 (DetectionValidator: "0.001"
 # when conf is unset); the system's multi-label detections use the same floor.
@@ -126,9 +122,8 @@ def predictions(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A photo's faces as detections: labeller-style boxes [n, 4], confidences [n], class indices [n].
 
-    Boxes: :func:`labeller_box`. Confidence: a class's probability, times the face detector's score to
-    the power :data:`DET_SCORE_POWER` (a likely non-face ranks below a sure face, but a masked face that
-    ONet is unsure of is not ranked below every bare one). ``multi_label`` (the default) scores as
+    Boxes: :func:`labeller_box`. Confidence: a class's probability with the face detector's score
+    (:func:`sorter.boxes.sureness`). ``multi_label`` (the default) scores as
     ultralytics' validator scores YOLO (``non_max_suppression(multi_label=True)`` at conf 0.001, the
     protocol of every published mAP on the face-mask set): each face is one detection per class whose
     confidence reaches :data:`MIN_CONF`, so a face the head doubts between two states still counts, at
@@ -141,10 +136,9 @@ def predictions(
         if not known:
             continue
         box = labeller_box(f, box_map)
-        weight = min(1.0, max(f.det_score, 0.0)) ** DET_SCORE_POWER
         best = max(known, key=known.__getitem__)
         for name in known if multi_label else [best]:
-            c = known[name] * weight
+            c = sureness(known[name], f.det_score)
             if name == best or c >= MIN_CONF:
                 boxes.append(box)
                 conf.append(c)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sorter.boxes import overlap, to_detector_box
+from sorter.boxes import one_per_face, sureness, to_detector_box
 from sorter.errors import PhotosortError
 from sorter.heads.identity import assign_faces
 from sorter.io.bundle import Bundle
@@ -35,12 +35,9 @@ from sorter.pipeline.analyse import Analysed, Analyser
 from sorter.pipeline.masks import mask_sorter
 from sorter.pipeline.pool import batches
 from sorter.records import Face, LabelBox, Photo, Problem
-from sorter.training.detection import DET_SCORE_POWER, apply_box_map, default_map
+from sorter.training.detection import apply_box_map, default_map
 
 FORMATS = ("voc", "yolo")
-# Two prelabelled boxes sharing half the smaller one are one face: children side by side in a crowd
-# overlap a little at the edges, one face's two detections (one shifted to the cheek) overlap by most.
-SAME_FACE_OVERLAP = 0.5
 
 
 class PrelabelError(PhotosortError):
@@ -195,16 +192,11 @@ def _chosen(faces: list[Face], accept: dict[str, float], exclusive: bool) -> lis
             if known:
                 name = max(known, key=known.__getitem__)
                 picked.append((k, name, known[name]))
-    kept: list[tuple[int, str, float]] = []
-
-    # one box a face: a second, weaker detection mostly inside a kept one (the face detector's box
-    # shifted to a cheek) is the same face; labelImg would show it twice. The surer box wins, sure as the
-    # system's detections are ranked: the class score with the face detector's (detection.predictions)
-    def sure(t: tuple[int, str, float]) -> float:
-        return t[2] * min(1.0, max(faces[t[0]].det_score, 0.0)) ** DET_SCORE_POWER
-
-    for k, name, s in sorted(picked, key=sure, reverse=True):
-        same = any(overlap(faces[k].xyxy, faces[j].xyxy) >= SAME_FACE_OVERLAP for j, _, _ in kept)
-        if name in accept and s >= accept[name] and not same:
-            kept.append((k, name, s))
+    # one box a face (sorter.boxes.one_per_face): a second, weaker detection mostly inside a kept one
+    # (the face detector's box shifted to a cheek) is the same face; labelImg would show it twice. The
+    # surer box wins, sure as the system's detections are ranked: the class score with the face
+    # detector's (detection.predictions)
+    picked = [(k, name, s) for k, name, s in picked if name in accept and s >= accept[name]]
+    sure = [sureness(s, faces[k].det_score) for k, _, s in picked]
+    kept = [picked[i] for i in one_per_face([faces[k].xyxy for k, _, _ in picked], sure)]
     return [(faces[k], name) for k, name, _ in sorted(kept)]
