@@ -116,6 +116,32 @@ def system(photos, cands, probs_of: list, boxes_of: list, one_face: bool = False
     return m
 
 
+def head_arguments(ap: argparse.ArgumentParser) -> None:
+    """The head's training settings (bench/mask_backbone.py's choice) and the validation split."""
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--margin", type=float, default=1.2)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--no-face-per-epoch", type=int, default=1600)
+    ap.add_argument("--val-frac", type=float, default=0.2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+
+
+def train_split_box_map(tr: list[dict], cands: dict) -> list[list[float]]:
+    """The labeller's box rule learnt from the train split's candidates matched to its labels (as
+    ``train`` learns it)."""
+    pairs = []
+    for p in tr:
+        for lb in p["boxes"]:
+            hit = max(cands[p["n"]], key=lambda c: iou(c["box"], lb), default=None)
+            if hit is not None and iou(hit["box"], lb) >= 0.3:
+                pairs.append((tuple(hit["det_box"]), tuple(lb)))
+    box_map = learn_box_map(pairs)
+    return box_map
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "face-mask")
@@ -128,15 +154,7 @@ def main() -> None:
         help="each head's probabilities for the validation candidates are kept here (-box/-plain)",
     )  # fmt: skip
     ap.add_argument("--box-weight", type=float, default=1.0)
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--margin", type=float, default=1.2)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--no-face-per-epoch", type=int, default=1600)
-    ap.add_argument("--val-frac", type=float, default=0.2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    head_arguments(ap)
     ap.add_argument("--only", choices=("box", "plain"), default=None, help="train one of the two heads only")
     args = ap.parse_args()
     import torch
@@ -150,14 +168,7 @@ def main() -> None:
     nf, nf_counts = no_face_examples(tr, img_tr, cands, args.seed)
     f_tr, f_va = faces_of(tr), faces_of(va)
     y = np.array([f[2] for f in f_va])
-    # the learnt rule, from the train split's candidates matched to its labels (as train learns it)
-    pairs = []
-    for p in tr:
-        for lb in p["boxes"]:
-            hit = max(cands[p["n"]], key=lambda c: iou(c["box"], lb), default=None)
-            if hit is not None and iou(hit["box"], lb) >= 0.3:
-                pairs.append((tuple(hit["det_box"]), tuple(lb)))
-    box_map = learn_box_map(pairs)
+    box_map = train_split_box_map(tr, cands)
     mapped = [[apply_box_map(c["det_box"], box_map) for c in cands[p["n"]]] for p in va]
     c_va = candidate_faces(va, cands)
     per_photo = [[k for k, f in enumerate(c_va) if f[0] == i] for i in range(len(va))]

@@ -35,12 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from mask_box import box_figures, candidate_faces, system  # noqa: E402
+from mask_box import box_figures, candidate_faces, head_arguments, system, train_split_box_map  # noqa: E402
 from mask_head import detector_candidates, faces_of, no_face_examples, train_val  # noqa: E402
 from mask_members import imagenet_mobilenet_v2, read_rgb  # noqa: E402
 
-from sorter.boxes import iou  # noqa: E402
-from sorter.training.detection import apply_box_map, learn_box_map  # noqa: E402
+from sorter.training.detection import apply_box_map  # noqa: E402
 from sorter.training.mask_fit import write_json  # noqa: E402
 from sorter.training.mask_head import predict_torch, train  # noqa: E402
 from sorter.training.mask_net import make_model, voted  # noqa: E402
@@ -88,15 +87,7 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "mask_head_no_face")
     ap.add_argument("--head-cache", type=Path, default=ROOT / "runs" / "mask_system_head.pt")
     ap.add_argument("--min-sides", type=int, nargs="+", default=[640, 960, 1280])
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--margin", type=float, default=1.2)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--no-face-per-epoch", type=int, default=1600)
-    ap.add_argument("--val-frac", type=float, default=0.2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    head_arguments(ap)
     args = ap.parse_args()
     import torch
 
@@ -109,14 +100,7 @@ def main() -> None:
     img_tr = [read_rgb(p["path"]) for p in tr]
     img_va = [read_rgb(p["path"]) for p in va]
     net, secs = validation_head(args, img_tr, tr, cands)
-    # the labeller's box rule, from the train split's candidates matched to its labels (as train learns it)
-    pairs = []
-    for p in tr:
-        for lb in p["boxes"]:
-            hit = max(cands[p["n"]], key=lambda c: iou(c["box"], lb), default=None)
-            if hit is not None and iou(hit["box"], lb) >= 0.3:
-                pairs.append((tuple(hit["det_box"]), tuple(lb)))
-    box_map = learn_box_map(pairs)
+    box_map = train_split_box_map(tr, cands)
     out: dict = {
         "benchmark": "the system's min_side and one box a face, validation (bench/mask_system.py)",
         "command": shlex.join([".venv/bin/python", "bench/mask_system.py", *sys.argv[1:]]),
