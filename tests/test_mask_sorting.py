@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sorter.boxes import iou, one_per_face
+from sorter.boxes import SAME_FACE_OVERLAP, iou, one_per_face, overlap
 from sorter.cli import cli
 from sorter.io.labels import read_labelled
 from sorter.records import Face
@@ -47,6 +47,9 @@ def test_classify_by_mask_needs_no_model_and_reads_real_masks(tmp_path: Path) ->
                 d["person"] is None and d["mask"] in ("with_mask", "without_mask", "mask_weared_incorrect")
                 for d in detail
             )
+            # one box a face: no two kept faces share half the smaller box
+            boxes = [d["box"] for d in detail]
+            assert all(overlap(a, b) < SAME_FACE_OVERLAP for i, a in enumerate(boxes) for b in boxes[i + 1 :])
             folders = {c.split("/")[0] for c in row["copies"].split(";") if c}
             for b in labelled[Path(row["path"]).name].boxes:
                 if b.xyxy[3] - b.xyxy[1] < 32 or b.name == "mask_weared_incorrect":
