@@ -138,7 +138,7 @@ class MaskSorter:
             out.append(face)
         # One face, one box: the face detector sometimes gives a face a second box shifted to a cheek
         # (mostly inside the first; YuNet suppresses only boxes of IoU >= 0.3), which the head may read
-        # as another state; the surer box stays (bench/mask_box.py: system mAP50 on validation).
+        # as another state; the surer box stays (bench/mask_system.py: system mAP50 on validation).
         sure = [sureness(max(f.scores.values(), default=0.0), f.det_score) for f in out]
         return [out[k] for k in one_per_face([f.xyxy for f in out], sure)]
 

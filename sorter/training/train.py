@@ -143,7 +143,7 @@ def train_model(
         tracker.log(row, step=trainer.epoch + 1)
         # "YOLO alone": classify sorts with the face detector and heads when YOLO does not help, so these
         # figures (near zero after minutes on a CPU) are not what the user gets; the system is scored
-        # after training and printed beside them
+        # on the validation photos after training (the summary's "system" lines)
         log(
             f"YOLO alone, epoch {trainer.epoch + 1}/{trainer.epochs}: "
             f"P {row.get('metrics/precision', 0):.3f} R {row.get('metrics/recall', 0):.3f} "
