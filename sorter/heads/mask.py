@@ -184,6 +184,12 @@ def mask_state(
     return MASK_CLASSES[i], float(m[i])
 
 
+def box_outputs(meta: dict[str, Any]) -> int:
+    """How many box outputs follow a head's logits, from its JSON: 4 for a head that also draws the
+    face's box (``"box": {"outputs": 4, ...}``), 0 for one without (every head before box outputs)."""
+    return int((meta.get("box") or {}).get("outputs", 0))
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -255,7 +261,7 @@ class MaskHead:
             self.margin = float(meta["crop"]["margin"])
             self.mean = tuple(float(v) for v in meta["normalisation"]["mean"])
             self.std = tuple(float(v) for v in meta["normalisation"]["std"])
-            self.n_box = int((meta.get("box") or {}).get("outputs", 0))
+            self.n_box = box_outputs(meta)
             # compile from the bytes just verified, not from the path again
             self._run = (
                 self._compile_openvino(data) if self.backend == "openvino" else self._compile_cv2(data)

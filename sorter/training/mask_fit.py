@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sorter.heads.mask import MASK_CLASSES, META_PATH, NO_FACE, MaskHead, crop
+from sorter.heads.mask import MASK_CLASSES, META_PATH, NO_FACE, MaskHead, box_outputs, crop
 from sorter.io.decode import decode_work, read_photo
 from sorter.records import LabelledImage, Photo
 from sorter.training.mask_head import (
@@ -179,7 +179,7 @@ def fit_mask_head(
     torch.manual_seed(seed)
     model = load_torch()
     # a head that draws the face's box goes on learning it from these labels (the labeller's own style)
-    n_box = int((base.get("box") or {}).get("outputs", 0))
+    n_box = box_outputs(base)
     before = metrics(y_va, mask_pred(predict_torch(model, patches, f_va, size, margin, n_box=n_box)))
     model = model.to(memory_format=torch.channels_last)
 
@@ -266,11 +266,10 @@ def fit_mask_head(
         provenance,
         "sorter.training.mask_fit.fit_mask_head",
         classes,
-        arch=str(base.get("arch", "small")),
+        arch=str(base.get("arch", "small")),  # describe writes it: load_torch builds that network
     )
     # as load_torch builds it, and the training mix it was fine-tuned with
     meta.update(
-        arch=str(base.get("arch", "small")),
         members=int(base.get("members", 1)),
         flip=bool(base.get("flip")),
         synthetic_masks=float(base.get("synthetic_masks") or 0.0),

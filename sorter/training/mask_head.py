@@ -33,6 +33,7 @@ from sorter.heads.mask import (
     META_PATH,
     NO_FACE,
     box_in_crop,
+    box_outputs,
     crop,
     to_input,
 )
@@ -356,7 +357,7 @@ def load_torch(pt_path: Path = TORCH_PATH, meta_path: Path = META_PATH):
         members=int(meta.get("members", 1)),
         flip=bool(meta.get("flip")),
         arch=str(meta.get("arch", "small")),  # heads from before the choice of network: the small CNN
-        n_box=int((meta.get("box") or {}).get("outputs", 0)),
+        n_box=box_outputs(meta),
     )
     model.load_state_dict(torch.load(io.BytesIO(data), weights_only=True))
     return model.eval()
