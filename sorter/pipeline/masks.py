@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sorter.boxes import from_detector_box, one_per_face, sureness
+from sorter.boxes import from_detector_box, one_per_face, sureness, template_landmarks, to_detector_box
 from sorter.heads.attributes import AGE_BANDS, GENDERS, SEED_BANDS, AttributeHead, Attributes, band_name
 from sorter.heads.mask import MASK_CLASSES, MaskHead
 from sorter.io.bundle import Bundle
 from sorter.io.decode import WORK_SIDE
+from sorter.models.label_faces import LabelFaces
 from sorter.models.onet import cached_onet
 from sorter.models.registry import FaceDetector, face_detector
-from sorter.pipeline.faces import Detected, find, full_size, merge
+from sorter.pipeline.faces import Detected, Found, find, full_size, merge
 from sorter.pipeline.features import MASKED_AT, AttributeStep, MaskStep, set_attributes
 from sorter.records import Decoded, Face
 
@@ -77,6 +78,9 @@ class MaskSorter:
     threads: int | None = None
     by: str = "mask"
     attribute_head: Path | None = None  # None: the shipped age/gender head
+    # the learnt face detector's boxes join the face detector's (sorter.models.label_faces);
+    # None: the face detector's alone
+    label_faces: LabelFaces | None = field(default_factory=LabelFaces)
     _detector: FaceDetector | None = None
     _masks: MaskStep | None = field(default=None, repr=False)
     _attributes: AttributeStep | None = field(default=None, repr=False)
@@ -91,6 +95,8 @@ class MaskSorter:
             self._detector.threads = self.threads
             self._masks = MaskStep(MaskHead(self.head_path, threads=self.threads))
             self._attributes = AttributeStep(AttributeHead(self.attribute_head), threads=self.threads)
+            if self.label_faces is not None:
+                self.label_faces.threads = self.threads
         return self
 
     def thresholds(self) -> tuple[dict[str, float], dict[str, float]]:
@@ -109,7 +115,7 @@ class MaskSorter:
         """The face detector's faces, with ``faces`` (YOLO's) merged in, scored by mask state."""
         self.load()
         assert self._masks is not None and self._attributes is not None
-        merged = merge(found, faces)
+        merged = merge(found, faces) + self._learnt(found)
         if not merged:
             return []
         s = found.scale
@@ -122,7 +128,7 @@ class MaskSorter:
         out = []
         for f, label, p, face_p, a, box in zip(merged, labels, given, is_face, attrs, drawn, strict=True):
             face, pf = f.face, float(face_p)
-            face.label_box = full_size(box, s)
+            face.label_box = full_size(box, s) or face.label_box
             masks = {c: float(v) for c, v in zip(MASK_CLASSES, p, strict=True)}
             face.mask = label or "without_mask"
             face.mask_score = masks[face.mask] * pf
@@ -142,6 +148,23 @@ class MaskSorter:
         sure = [sureness(max(f.scores.values(), default=0.0), f.det_score) for f in out]
         return [out[k] for k in one_per_face([f.xyxy for f in out], sure)]
 
+    def _learnt(self, found: Detected) -> list[Found]:
+        """The learnt detector's faces of the photo (labeller-style boxes: their own ``label_box``).
+        Those the face detector also found are left to :func:`one_per_face` after the head has read
+        both: the surer box of a face stays."""
+        if self.label_faces is None:
+            return []
+        s = found.scale
+        boxes, scores = self.label_faces.detect(found.rgb)
+        out = []
+        for b, sc in zip(boxes, scores, strict=True):
+            box = full_size(b, s)
+            assert box is not None
+            dbox = to_detector_box(box)
+            face = Face(xyxy=box, det_score=float(sc), label_box=box)
+            out.append(Found(face, dbox, template_landmarks(dbox)))
+        return out
+
     def rescore(self, faces: list[Face]) -> list[Face] | None:
         return None  # nothing to re-score: a new threshold re-decides from the stored scores
 
@@ -154,6 +177,8 @@ class MaskSorter:
         head = self._masks.head.load().meta.get("sha256")
         # "one-per-face": faces stored before duplicates were dropped are analysed again
         what = [self._detector.settings(), head, WORK_SIDE, self._attributes.head.key, "one-per-face"]
+        if self.label_faces is not None:
+            what.append(self.label_faces.key)
         if self.by != "mask":
             what.append(self.by)
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
