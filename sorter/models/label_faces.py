@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from sorter.errors import PhotosortError
+from sorter.models.base import LazyModel
 
 FOLDER = Path(__file__).resolve().parents[1] / "assets" / "label_faces"
 META = "label_faces.json"
@@ -34,25 +34,25 @@ class LabelFacesFileError(PhotosortError):
 
 
 @dataclass
-class LabelFaces:
-    """The learnt face detector, loaded on first :meth:`detect`."""
+class LabelFaces(LazyModel):
+    """The learnt face detector, loaded on first :meth:`detect`; pickles unloaded into a worker."""
 
     folder: Path = FOLDER
     threads: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     _ov: Any = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def load(self) -> LabelFaces:
-        if self._ov is not None:
-            return self
-        with self._lock:
-            if self._ov is None:
-                from sorter.models.yolo import OpenVinoYolo
+    def _is_loaded(self) -> bool:
+        return self._ov is not None
 
-                self.meta = verified(self.folder)
-                self._ov = OpenVinoYolo(self.folder, int(self.meta["imgsz"]), self.threads)
-        return self
+    def _load(self) -> None:
+        from sorter.models.yolo import OpenVinoYolo
+
+        self.meta = verified(self.folder)
+        self._ov = OpenVinoYolo(self.folder, int(self.meta["imgsz"]), self.threads)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return super().__getstate__() | {"_ov": None}  # a compiled network does not pickle: load again
 
     @property
     def min_score(self) -> float:
