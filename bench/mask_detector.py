@@ -192,6 +192,8 @@ def main() -> None:
         "--ship", action="store_true", help="export to sorter/assets/label_faces/ (8-bit OpenVINO)"
     )
     ap.add_argument("--min-score", type=float, default=0.05, help="the shipped detector's weakest box")
+    ap.add_argument("--detect-sizes", type=int, nargs="+", default=[416, 512, 640])
+    ap.add_argument("--detect-imgsz", type=int, default=640, help="the shipped detector's input size")
     head_arguments(ap)
     args = ap.parse_args()
 
@@ -215,6 +217,7 @@ def main() -> None:
     out["predict_seconds_per_photo"] = round(per_photo_s, 3)
     out["learnt_detector"] = face_ap(va, dets) | {"boxes": box_recall(va, dets)}
     print("learnt", out["learnt_detector"], flush=True)
+    args.weights_used = weights
     if args.system:
         out["system"] = system_figures(args, train_side, tr, va, dets)
     if args.ship:
@@ -277,6 +280,24 @@ def system_figures(args, train_side, tr, va, dets) -> dict:
         res[name] = system(va, cs, probs_of, boxes, one_face=True)
         res[name + "_every_box"] = system(va, cs, probs_of, boxes)
         print(name, res[name]["mAP50"], res[name + "_every_box"]["mAP50"], flush=True)
+    # the learnt detector's input size (trained at --imgsz): union, boxes from 0.05, per size
+    res["union_05_by_detect_imgsz"] = {}
+    for size in args.detect_sizes:
+        d, _ = learnt_detections(args.weights_used, va, size)
+        cs = {
+            p["n"]: cands[p["n"]]
+            + [{"det_box": tuple(b), "box": tuple(b), "score": float(c), "learnt": True}
+               for b, c in zip(*dd, strict=True) if c >= 0.05]
+            for p, dd in zip(va, d, strict=True)
+        }  # fmt: skip
+        c_va = candidate_faces(va, cs)
+        per_photo = [[k for k, f in enumerate(c_va) if f[0] == i] for i in range(len(va))]
+        probs = predict_torch(net, img_va, c_va, args.size, args.margin)
+        boxes = [[c["box"] if c.get("learnt") else apply_box_map(c["det_box"], box_map) for c in cs[p["n"]]]
+                 for p in va]  # fmt: skip
+        m = system(va, cs, [probs[ks] for ks in per_photo], boxes, one_face=True)
+        res["union_05_by_detect_imgsz"][str(size)] = m
+        print("union_05 at", size, m["mAP50"], m["mAP50-95"], flush=True)
     return res
 
 
@@ -300,7 +321,7 @@ def ship(args, weights: Path, va: list[dict], out: dict) -> dict:
         warnings.filterwarnings("ignore", category=FutureWarning)
         made = Path(
             YOLO(str(weights)).export(
-                format="openvino", imgsz=args.imgsz, int8=True, dynamic=True,
+                format="openvino", imgsz=args.detect_imgsz, int8=True, dynamic=True,
                 data=str(calib), fraction=1.0, verbose=False,
             )
         )  # fmt: skip
@@ -316,7 +337,7 @@ def ship(args, weights: Path, va: list[dict], out: dict) -> dict:
     meta = {
         "name": "label_faces",
         "description": "faces as labellers box them (one class): ultralytics detector, MobileNetV2 backbone",
-        "imgsz": args.imgsz,
+        "imgsz": args.detect_imgsz,
         "min_score": args.min_score,
         "files": files,
         "weights": "8-bit (NNCF post-training quantisation, calibrated on the train split's photos)",
