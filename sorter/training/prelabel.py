@@ -191,7 +191,10 @@ def _chosen(faces: list[Face], accept: dict[str, float], exclusive: bool) -> lis
             known = {c: s for c, s in f.scores.items() if c in accept}
             if known:
                 name = max(known, key=known.__getitem__)
-                picked.append((k, name, known[name]))
+                # a pre-label is a detection: sure as the system ranks detections (the class score with
+                # the box's detector score), so a weak box of the learnt face detector
+                # (sorter.models.label_faces) on a blur the head took for a face is not written
+                picked.append((k, name, sureness(known[name], f.det_score)))
     # one box a face (sorter.boxes.one_per_face): a second, weaker detection mostly inside a kept one
     # (the face detector's box shifted to a cheek) is the same face; labelImg would show it twice. The
     # surer box wins, sure as the system's detections are ranked: the class score with the face
