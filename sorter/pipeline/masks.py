@@ -112,7 +112,8 @@ class MaskSorter:
         return self.describe(self.find(image), faces)
 
     def describe(self, found: Detected, faces: list[Face]) -> list[Face]:
-        """The face detector's faces, with ``faces`` (YOLO's) merged in, scored by mask state."""
+        """The face detector's faces, with ``faces`` (YOLO's) merged in and the learnt face detector's
+        added, scored by mask state; one box a face."""
         self.load()
         assert self._masks is not None and self._attributes is not None
         merged = merge(found, faces) + self._learnt(found)

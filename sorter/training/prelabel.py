@@ -200,6 +200,6 @@ def _chosen(faces: list[Face], accept: dict[str, float], exclusive: bool) -> lis
     # surer box wins, sure as the system's detections are ranked: the class score with the face
     # detector's (detection.predictions)
     picked = [(k, name, s) for k, name, s in picked if name in accept and s >= accept[name]]
-    sure = [sureness(s, faces[k].det_score) for k, _, s in picked]
+    sure = [sureness(s, faces[k].det_score) if exclusive else s for k, _, s in picked]  # mask states: sure
     kept = [picked[i] for i in one_per_face([faces[k].xyxy for k, _, _ in picked], sure)]
     return [(faces[k], name) for k, name, _ in sorted(kept)]
