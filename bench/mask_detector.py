@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from mask_box import head_arguments  # noqa: E402
+from mask_box import box_figures, head_arguments  # noqa: E402
 from mask_head import train_val  # noqa: E402
 from mask_members import imagenet_mobilenet_v2  # noqa: E402
 
@@ -121,20 +121,6 @@ def face_ap(photos: list[dict], dets: list[tuple[np.ndarray, np.ndarray]]) -> di
     return {k: m[k] for k in ("precision", "recall", "mAP50", "mAP50-95")}
 
 
-def box_recall(photos: list[dict], dets) -> dict:
-    from sorter.boxes import iou
-
-    found = {0.3: 0, 0.5: 0, 0.75: 0}
-    total = 0
-    for p, (boxes, _) in zip(photos, dets, strict=True):
-        for b in p["boxes"]:
-            total += 1
-            best = max((iou(tuple(b), tuple(d)) for d in boxes), default=0.0)
-            for t in found:
-                found[t] += best >= t
-    return {f"iou_ge_{t}": round(found[t] / max(total, 1), 4) for t in found} | {"labelled_faces": total}
-
-
 def learnt_detections(weights: Path, photos: list[dict], imgsz: int) -> tuple[list, float]:
     """Per photo (boxes xyxy, confidences) of the learnt detector, every box down to conf 0.001 as
     ultralytics validates; and the seconds a photo."""
@@ -215,11 +201,10 @@ def main() -> None:
         out["train_seconds"] = round(secs, 1)
     dets, per_photo_s = learnt_detections(weights, va, args.imgsz)
     out["predict_seconds_per_photo"] = round(per_photo_s, 3)
-    out["learnt_detector"] = face_ap(va, dets) | {"boxes": box_recall(va, dets)}
+    out["learnt_detector"] = face_ap(va, dets) | {"boxes": box_figures(va, [d[0] for d in dets])}
     print("learnt", out["learnt_detector"], flush=True)
-    args.weights_used = weights
     if args.system:
-        out["system"] = system_figures(args, train_side, tr, va, dets)
+        out["system"] = system_figures(args, weights, train_side, tr, va, dets)
     if args.ship:
         out["shipped"] = ship(args, weights, va, out)
     write_json(args.out, out)
@@ -237,7 +222,20 @@ def table(out: dict) -> str:
     return "\n".join(rows)
 
 
-def system_figures(args, train_side, tr, va, dets) -> dict:
+def learnt_candidates(photos: list[dict], dets: list, min_score: float = 0.0) -> dict:
+    """The learnt detector's boxes of ``photos`` as candidates (bench/mask_head.py's form), from
+    ``min_score``; each is its own labeller box."""
+    return {
+        p["n"]: [
+            {"det_box": tuple(b), "box": tuple(b), "score": float(c), "learnt": True}
+            for b, c in zip(*d, strict=True)
+            if c >= min_score
+        ]
+        for p, d in zip(photos, dets, strict=True)
+    }
+
+
+def system_figures(args, weights: Path, train_side, tr, va, dets) -> dict:
     """YuNet's candidates (the shipped box source) and the learnt detector's, each classified by one
     validation head (trained on the train split), scored as the system is."""
     from mask_box import candidate_faces, system, train_split_box_map
@@ -253,49 +251,43 @@ def system_figures(args, train_side, tr, va, dets) -> dict:
     img_va = [read_rgb(p["path"]) for p in va]
     net, _ = validation_head(args, img_tr, tr, cands)
     box_map = train_split_box_map(tr, cands)
-    res: dict = {}
-    learnt = {
-        p["n"]: [
-            {"det_box": tuple(b), "box": tuple(b), "score": float(c), "learnt": True}
-            for b, c in zip(*d, strict=True)
-        ]
-        for p, d in zip(va, dets, strict=True)
-    }
-    union = {p["n"]: cands[p["n"]] + learnt[p["n"]] for p in va}
-    at_05 = {n: [c for c in cs if c["score"] >= 0.05] for n, cs in learnt.items()}
-    union_05 = {p["n"]: cands[p["n"]] + at_05[p["n"]] for p in va}
-    sources = {"yunet": cands, "learnt": learnt, "learnt_05": at_05, "union": union, "union_05": union_05}
-    for name, cs in sources.items():
+
+    def read(cs: dict) -> tuple[list, list]:
+        """The head's probabilities and the labeller-style boxes of every photo's candidates: YuNet's
+        mapped by the train split's rule, the learnt ones as they are."""
         c_va = candidate_faces(va, cs)
-        per_photo = [[k for k, f in enumerate(c_va) if f[0] == i] for i in range(len(va))]
         probs = predict_torch(net, img_va, c_va, args.size, args.margin)
-        probs_of = [probs[ks] for ks in per_photo]
-        # YuNet's boxes are mapped to the labeller's by the train split's rule; the learnt ones are his
+        probs_of = [probs[[k for k, f in enumerate(c_va) if f[0] == i]] for i in range(len(va))]
         boxes = [[c["box"] if c.get("learnt") else apply_box_map(c["det_box"], box_map) for c in cs[p["n"]]]
                  for p in va]  # fmt: skip
+        return probs_of, boxes
+
+    res: dict = {}
+    learnt = learnt_candidates(va, dets)
+    at_min = learnt_candidates(va, dets, args.min_score)
+    sources = {
+        "yunet": cands,
+        "learnt": learnt,
+        "learnt_05": at_min,
+        "union": {p["n"]: cands[p["n"]] + learnt[p["n"]] for p in va},
+        "union_05": {p["n"]: cands[p["n"]] + at_min[p["n"]] for p in va},
+    }
+    for name, cs in sources.items():
+        probs_of, boxes = read(cs)
         if name == "yunet":
             yunet_dets = [(np.array(b, np.float64).reshape(-1, 4), np.array([c["score"] for c in cs[p["n"]]]))
                           for p, b in zip(va, boxes, strict=True)]  # fmt: skip
-            res["yunet_face_ap"] = face_ap(va, yunet_dets) | {"boxes": box_recall(va, yunet_dets)}
+            res["yunet_face_ap"] = face_ap(va, yunet_dets) | {"boxes": box_figures(va, boxes)}
         res[name] = system(va, cs, probs_of, boxes, one_face=True)
         res[name + "_every_box"] = system(va, cs, probs_of, boxes)
         print(name, res[name]["mAP50"], res[name + "_every_box"]["mAP50"], flush=True)
-    # the learnt detector's input size (trained at --imgsz): union, boxes from 0.05, per size
+    # the learnt detector's input size (trained at --imgsz): the union from --min-score, per size
     res["union_05_by_detect_imgsz"] = {}
     for size in args.detect_sizes:
-        d, _ = learnt_detections(args.weights_used, va, size)
-        cs = {
-            p["n"]: cands[p["n"]]
-            + [{"det_box": tuple(b), "box": tuple(b), "score": float(c), "learnt": True}
-               for b, c in zip(*dd, strict=True) if c >= 0.05]
-            for p, dd in zip(va, d, strict=True)
-        }  # fmt: skip
-        c_va = candidate_faces(va, cs)
-        per_photo = [[k for k, f in enumerate(c_va) if f[0] == i] for i in range(len(va))]
-        probs = predict_torch(net, img_va, c_va, args.size, args.margin)
-        boxes = [[c["box"] if c.get("learnt") else apply_box_map(c["det_box"], box_map) for c in cs[p["n"]]]
-                 for p in va]  # fmt: skip
-        m = system(va, cs, [probs[ks] for ks in per_photo], boxes, one_face=True)
+        d, _ = learnt_detections(weights, va, size)
+        sized = learnt_candidates(va, d, args.min_score)
+        cs = {p["n"]: cands[p["n"]] + sized[p["n"]] for p in va}
+        m = system(va, cs, *read(cs), one_face=True)
         res["union_05_by_detect_imgsz"][str(size)] = m
         print("union_05 at", size, m["mAP50"], m["mAP50-95"], flush=True)
     return res
@@ -359,7 +351,7 @@ def ship(args, weights: Path, va: list[dict], out: dict) -> dict:
     return {
         "files_bytes": {f: (FOLDER / f).stat().st_size for f in files},
         "seconds_per_photo": round((time.time() - t0) / len(va), 4),
-        "validation": face_ap(va, dets) | {"boxes": box_recall(va, dets)},
+        "validation": face_ap(va, dets) | {"boxes": box_figures(va, [d[0] for d in dets])},
     }
 
 
